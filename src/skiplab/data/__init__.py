@@ -1,0 +1,36 @@
+"""Offline datasets for skiplab: MNIST (idx files), MNIST-1D (generated), digits and Cora.
+
+Nothing here touches the network: MNIST and Cora ship inside the package, MNIST-1D is generated
+by the ``mnist1d`` package and cached, digits ship with scikit-learn.
+
+    >>> from skiplab.data import get_dataset
+    >>> splits = get_dataset("mnist", size=14)  # doctest: +SKIP
+"""
+
+from ._base import FILES_DIR, Splits, get_dataset, list_datasets, register_dataset
+from ._errors import DataError
+from .cora import CORA_PATH, load_cora
+from .digits import load_digits
+from .mnist import MNIST_FILES, MNIST_MEAN, MNIST_STD, load_mnist, md5sum, read_idx, verify_md5
+from .mnist1d import default_cache_dir, load_mnist1d
+
+__all__ = [
+    "CORA_PATH",
+    "FILES_DIR",
+    "MNIST_FILES",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "DataError",
+    "Splits",
+    "default_cache_dir",
+    "get_dataset",
+    "list_datasets",
+    "load_cora",
+    "load_digits",
+    "load_mnist",
+    "load_mnist1d",
+    "md5sum",
+    "read_idx",
+    "register_dataset",
+    "verify_md5",
+]
