@@ -1,0 +1,294 @@
+"""``skiplab``: reproduce | train | diagnose | report | runs | list.
+
+User errors (a bad option, an unknown model or claim, a missing file) print one line,
+``skiplab: error: ...``, and exit with status 2; nothing already stored is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skiplab.store import DEFAULT_PATH, Store
+
+STORE_OPTION = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("SKIPLAB_STORE", str(DEFAULT_PATH)),
+    show_default="skiplab-runs/skiplab.sqlite or $SKIPLAB_STORE",
+    help="SQLite results store.",
+)
+
+
+class UserError(click.ClickException):
+    """An error in what the user asked for, shown as one line."""
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="skiplab")
+def cli() -> None:
+    """skiplab: skip connections as parts, measured."""
+
+
+@cli.command()
+@click.option(
+    "--claims",
+    "claim_spec",
+    default="all",
+    show_default=True,
+    help="'all', claim IDs (C01,C09) or slugs.",
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["tiny", "quick", "full"]),
+    default="quick",
+    show_default=True,
+    help="tiny: seconds (tests); quick: minutes on a CPU; full: paper-sized.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Number of seeds (default: each claim's own for the scale).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("skiplab-runs/report"),
+    show_default=True,
+    help="Report directory.",
+)
+@click.option("--force", is_flag=True, help="Re-run claims that already have a verdict.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@STORE_OPTION
+def reproduce(
+    claim_spec: str, scale: str, seeds: int | None, out: Path, force: bool, device: str,
+    store_path: Path,
+) -> None:  # fmt: skip
+    """Run the claims, store verdicts, and write the HTML report."""
+    from skiplab.claims import reproduce as run_claims
+    from skiplab.claims import select_claims
+    from skiplab.report import build_report
+
+    claims = select_claims(claim_spec)
+    with Store(store_path) as store:
+        outcomes = run_claims(
+            claims, scale=scale, store=store, workdir=store_path.parent / "work",
+            seeds=seeds, force=force, device=device, progress=sys.stderr.isatty(), log=_echo,
+        )  # fmt: skip
+        errors = {o.claim.id: o.reason for o in outcomes if o.status == "error"}
+        index = build_report(store, out, scale=scale, errors=errors)
+    click.echo(f"report: {index.resolve()}")
+    if errors:
+        raise UserError(f"{len(errors)} claim(s) raised an error: {', '.join(sorted(errors))}")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("skiplab-runs/report"),
+    show_default=True,
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["tiny", "quick", "full"]),
+    default=None,
+    help="Only verdicts of this scale (default: newest of any).",
+)
+@STORE_OPTION
+def report(out: Path, scale: str | None, store_path: Path) -> None:
+    """Rebuild the HTML report from the results store (runs nothing)."""
+    from skiplab.report import build_report
+
+    _require_store(store_path)
+    with Store(store_path) as store:
+        index = build_report(store, out, scale=scale)
+    click.echo(f"report: {index.resolve()}")
+
+
+@cli.command()
+@click.option("--kind", default=None, help="train, claim or diagnose.")
+@click.option("--claim", default=None, help="Only runs of this claim ID.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@STORE_OPTION
+def runs(kind: str | None, claim: str | None, limit: int, as_json: bool, store_path: Path) -> None:
+    """List runs in the results store, newest first."""
+    _require_store(store_path)
+    with Store(store_path) as store:
+        rows = store.runs(kind=kind, claim=claim.upper() if claim else None, limit=limit)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r.__dict__, sort_keys=True, default=str))
+        return
+    header = f"{'id':>5}  {'kind':<9} {'claim':<5} {'scale':<6} {'seed':>4}  {'status':<11} {'wall_s':>8}  name"
+    click.echo(header)
+    for r in rows:
+        wall = f"{r.wall_s:8.1f}" if r.wall_s is not None else f"{'-':>8}"
+        click.echo(
+            f"{r.id:>5}  {r.kind:<9} {r.claim or '-':<5} {r.scale or '-':<6} "
+            f"{'-' if r.seed is None else r.seed:>4}  {r.status:<11} {wall}  {r.name}"
+        )
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["models", "claims", "datasets"]), default="claims")
+def list_(what: str) -> None:
+    """List registered models, claims or datasets."""
+    if what == "models":
+        from skiplab.models import list_models, model_family
+
+        for name in list_models():
+            click.echo(f"{name:<24} {model_family(name)}")
+    elif what == "claims":
+        from skiplab.claims import catalogue
+
+        for cls in catalogue().values():
+            click.echo(f"{cls.id}  {cls.slug:<22} {cls.title}")
+    else:
+        from skiplab.data import list_datasets
+
+        for name in list_datasets():
+            click.echo(name)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--data", "data_name", default="mnist1d", show_default=True, help="Dataset name.")
+@click.option("--plain", is_flag=True, help="Train the plain twin (skip=False).")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option(
+    "--optimizer", type=click.Choice(["sgd", "adamw", "adam"]), default="sgd", show_default=True
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "step", "onecycle", "constant"]),
+    default="cosine",
+    show_default=True,
+)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", "run_name", default=None, help="Run name (default: MODEL-DATA-seedN).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint file (default: next to the store, by run name).",
+)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint if it exists.")
+@click.option("--device", default="cpu", show_default=True)
+@STORE_OPTION
+def train(
+    model: str, data_name: str, plain: bool, epochs: int, batch_size: int, lr: float,
+    optimizer: str, schedule: str, weight_decay: float, seed: int, run_name: str | None,
+    checkpoint: Path | None, resume: bool, device: str, store_path: Path,
+) -> None:  # fmt: skip
+    """Train MODEL (a registry name) on a dataset and store its metrics."""
+    import torch
+
+    from skiplab.data import get_dataset
+    from skiplab.models import create_model
+    from skiplab.train import TrainConfig, Trainer
+
+    splits = get_dataset(data_name)
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+        weight_decay=weight_decay, seed=seed,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    net = create_model(
+        model, skip=not plain, in_channels=splits.in_channels, num_classes=splits.num_classes,
+        **_input_kwargs(model, splits.input_shape),
+    )  # fmt: skip
+    name = run_name or f"{model}{'-plain' if plain else ''}-{data_name}-seed{seed}"
+    ckpt = checkpoint or store_path.parent / "checkpoints" / f"{_safe(name)}.pt"
+    config: dict[str, Any] = {"model": model, "plain": plain, "data": data_name, **cfg.__dict__}
+    with Store(store_path) as store:
+        run_id = store.start_run(name, "train", config, seed=seed)
+        trainer = Trainer(net, cfg, store=store, run_id=run_id, checkpoint=ckpt, device=device)
+        try:
+            history = trainer.fit(splits.train, splits.test, resume=resume)
+        except Exception as err:
+            if store.run(run_id).status == "running":
+                store.finish_run(run_id, "failed", error=str(err))
+            raise
+        store.finish_run(run_id, "completed", results={"final": history.last})
+    last = history.last
+    click.echo(
+        f"run {run_id} {name}: train_loss {last['train_loss']:.4f}, "
+        f"test_acc {last.get('test_acc', float('nan')):.4f} after {epochs} epochs"
+    )
+
+
+def _input_kwargs(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Arguments that adapt a registry model to the data's layout (1-D vs 2-D, MLP input)."""
+    from skiplab.models import model_family
+
+    family = model_family(model)
+    if family == "resnet":
+        return {"dim": len(input_shape) - 1}
+    if family == "mlp":
+        n = 1
+        for d in input_shape:
+            n *= d
+        return {"in_features": n}
+    return {}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120]
+
+
+def _require_store(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"no results store at {path} (run `skiplab reproduce` or pass --store)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
+    from skiplab.claims._base import SCALES  # noqa: F401  (fail early if the package is broken)
+    from skiplab.store import StoreError
+    from skiplab.train import CheckpointError
+
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="skiplab",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        _echo("skiplab: aborted")
+        return 130
+    except click.ClickException as exc:
+        _echo(f"skiplab: error: {exc.format_message()}")
+        return 2
+    except (ValueError, KeyError, StoreError, CheckpointError, FileNotFoundError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _echo(f"skiplab: error: {msg}")
+        return 2
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Diagnostics that work on any nn.Module."""

@@ -1,0 +1,17 @@
+"""The model zoo: every family registered, every model with its plain twin (``skip=False``)."""
+
+from skiplab.models import mlp, resnet  # noqa: F401  (registers the families)
+from skiplab.models._registry import create_model, list_models, model_family, register_model
+from skiplab.models.mlp import ResMLP, ResMLPConfig
+from skiplab.models.resnet import ResNet, ResNetConfig
+
+__all__ = [
+    "ResMLP",
+    "ResMLPConfig",
+    "ResNet",
+    "ResNetConfig",
+    "create_model",
+    "list_models",
+    "model_family",
+    "register_model",
+]

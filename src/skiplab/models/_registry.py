@@ -1,0 +1,61 @@
+"""One registry for the zoo (after timm's ``_registry.py``).
+
+``@register_model`` functions set architecture arguments only and call their family's private
+builder; every model accepts ``skip=False`` for its plain twin.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from skiplab.nn import name_skips
+
+ModelFn = Callable[..., nn.Module]
+
+_MODELS: dict[str, ModelFn] = {}
+_FAMILIES: dict[str, str] = {}
+
+
+def register_model(fn: ModelFn) -> ModelFn:
+    """Register ``fn`` under its function name; the family is its module's last name."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered by {_FAMILIES[name]}")
+    _MODELS[name] = fn
+    _FAMILIES[name] = fn.__module__.rsplit(".", 1)[-1]
+    return fn
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``; ``skip=False`` gives its plain twin.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or a bad argument.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    try:
+        model = _MODELS[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for model {name!r}: {err}") from err
+    return name_skips(model)
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Sorted names of registered models matching the glob ``pattern`` (and ``family``)."""
+    return sorted(
+        n
+        for n in _MODELS
+        if fnmatch.fnmatch(n, pattern) and (family is None or _FAMILIES[n] == family)
+    )
+
+
+def model_family(name: str) -> str:
+    """The family (module) a registered model belongs to."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _FAMILIES[name]

@@ -1,0 +1,43 @@
+"""Skip connections as composable parts.
+
+Residual adds with identity / option-A / option-B shortcuts, branch scales and residual-aware
+init parts, stochastic depth; see the submodules for the gated, concatenating and temporal skips.
+"""
+
+from skiplab.nn._merge import SkipShapeError, check_same_shape, name_skips
+from skiplab.nn.residual import (
+    DropPath,
+    Residual,
+    SkipModule,
+    count_skips,
+    reset_residual_inits,
+)
+from skiplab.nn.scaling import (
+    FixedScale,
+    LayerScale,
+    ReZero,
+    ScaleLastLayer,
+    SkipInit,
+    ZeroGamma,
+)
+from skiplab.nn.shortcut import PadShortcut, ProjectionShortcut, make_shortcut
+
+__all__ = [
+    "DropPath",
+    "FixedScale",
+    "LayerScale",
+    "PadShortcut",
+    "ProjectionShortcut",
+    "ReZero",
+    "Residual",
+    "ScaleLastLayer",
+    "SkipInit",
+    "SkipModule",
+    "SkipShapeError",
+    "ZeroGamma",
+    "check_same_shape",
+    "count_skips",
+    "make_shortcut",
+    "name_skips",
+    "reset_residual_inits",
+]

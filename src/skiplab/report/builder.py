@@ -1,0 +1,125 @@
+"""Build the HTML report and ``claims.json`` from the results store alone.
+
+Figures are redrawn from each claim's stored evidence, so the report can be rebuilt at any time
+(``skiplab report``) without re-running anything, and every figure comes from a stored run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from skiplab.claims import Claim, Evidence, Figure, catalogue
+from skiplab.store import Store, VerdictRow
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("skiplab.report", "templates"),
+    autoescape=True,  # run names and config values are user data: never trusted as HTML
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e4 or abs(value) < 1e-3:
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+_ENV.filters["fmt"] = _fmt
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def claim_record(claim: Claim, row: VerdictRow) -> dict[str, Any]:
+    """The ``claims.json`` object of one claim."""
+    return {
+        "id": claim.id,
+        "slug": claim.slug,
+        "title": claim.title,
+        "verdict": row.verdict,
+        "reason": row.reason,
+        "scale": row.scale,
+        "numbers": row.evidence.get("numbers", {}),
+        "seeds": row.seeds,
+        "run_ids": row.run_ids,
+        "wall_s": row.wall_s,
+        "command": claim.command(row.scale),
+    }
+
+
+def build_report(
+    store: Store,
+    out_dir: str | os.PathLike[str],
+    *,
+    scale: str | None = None,
+    claim_ids: list[str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> Path:
+    """Write ``index.html``, ``figures/`` and ``claims.json`` into ``out_dir``.
+
+    Args:
+        scale: show verdicts of this scale only (default: the newest of any scale).
+        claim_ids: restrict to these claims (default: all in the catalogue).
+        errors: claim id -> error message for claims whose experiment raised this time.
+
+    Returns:
+        the path of ``index.html``.
+    """
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    verdicts = store.latest_verdicts(scale)
+    sections, records = [], []
+    for cid, cls in catalogue().items():
+        if claim_ids is not None and cid not in claim_ids:
+            continue
+        claim = cls()
+        row = verdicts.get(cid)
+        section: dict[str, Any] = {"claim": claim, "row": row, "figures": [], "error": None}
+        if errors and cid in errors:
+            section["error"] = errors[cid]
+        if row is not None:
+            evidence = Evidence.from_dict(row.evidence)
+            try:
+                figs = claim.figures(evidence, out / "figures" / claim.slug)
+            except Exception as err:  # a broken plot must not hide the verdict
+                figs = []
+                section["error"] = f"figures failed: {type(err).__name__}: {err}"
+            section["figures"] = [Figure(f"figures/{claim.slug}/{f.path}", f.caption) for f in figs]
+            section["evidence"] = evidence
+            records.append(claim_record(claim, row))
+        sections.append(section)
+    counts = {
+        v: sum(1 for s in sections if s["row"] and s["row"].verdict == v)
+        for v in ("holds", "fails", "inconclusive")
+    }
+    html = _ENV.get_template("index.html").render(
+        sections=sections,
+        counts=counts,
+        scale=scale or "any",
+        generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        store_path=str(store.path),
+    )
+    _write_atomic(out / "index.html", html)
+    _write_atomic(out / "claims.json", json.dumps(records, indent=2, sort_keys=True, default=str))
+    return out / "index.html"

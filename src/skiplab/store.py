@@ -1,0 +1,315 @@
+"""SQLite results store: runs, their metrics, and claim verdicts with their evidence.
+
+One file (default ``./skiplab-runs/skiplab.sqlite``) in WAL mode so a reader (``skiplab runs``,
+the report) never blocks a writer. Every write is a short transaction; a run's final status,
+timings and evidence land together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("skiplab-runs") / "skiplab.sqlite"
+RUN_STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+VERDICTS = ("holds", "fails", "inconclusive")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- train | claim | diagnose | experiment
+    claim TEXT,                      -- claim id when the run belongs to a claim
+    scale TEXT,
+    seed INTEGER,
+    config TEXT NOT NULL,            -- JSON
+    status TEXT NOT NULL,
+    error TEXT,
+    started REAL NOT NULL,
+    finished REAL,
+    wall_s REAL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    epoch INTEGER,
+    key TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, key, step)
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,             -- JSON
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    claim TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    scale TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    evidence TEXT NOT NULL,          -- JSON
+    seeds TEXT NOT NULL,             -- JSON list
+    run_ids TEXT NOT NULL,           -- JSON list
+    wall_s REAL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verdicts_claim ON verdicts(claim, scale, created);
+CREATE INDEX IF NOT EXISTS runs_claim ON runs(claim, scale);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be used (not SQLite, locked beyond the timeout, wrong schema)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    name: str
+    kind: str
+    claim: str | None
+    scale: str | None
+    seed: int | None
+    config: dict[str, Any]
+    status: str
+    error: str | None
+    started: float
+    finished: float | None
+    wall_s: float | None
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    id: int
+    claim: str
+    slug: str
+    scale: str
+    verdict: str
+    reason: str
+    evidence: dict[str, Any]
+    seeds: list[int]
+    run_ids: list[int]
+    wall_s: float | None
+    created: float
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars/arrays and torch tensors reach the store from experiments.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+class Store:
+    """The results store.
+
+    Args:
+        path: the SQLite file; its directory is created (default ``./skiplab-runs/skiplab.sqlite``).
+        timeout: seconds to wait for another writer's lock (default 60).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"cannot open results store {self.path}: {err}") from err
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_run(
+        self,
+        name: str,
+        kind: str,
+        config: Mapping[str, Any],
+        *,
+        claim: str | None = None,
+        scale: str | None = None,
+        seed: int | None = None,
+    ) -> int:
+        """Insert a run with status ``running`` and return its id."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO runs (name, kind, claim, scale, seed, config, status, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (name, kind, claim, scale, seed, _json(dict(config)), time.time()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str = "completed",
+        error: str | None = None,
+        results: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Set the final status (and store ``results``) in one transaction."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+        now = time.time()
+        with self.transaction() as c:
+            for key, value in (results or {}).items():
+                c.execute(
+                    "INSERT OR REPLACE INTO results (run_id, key, value) VALUES (?, ?, ?)",
+                    (run_id, key, _json(value)),
+                )
+            c.execute(
+                "UPDATE runs SET status = ?, error = ?, finished = ?, wall_s = ? - started "
+                "WHERE id = ?",
+                (status, error, now, now, run_id),
+            )
+
+    def log_metrics(
+        self, run_id: int, step: int, values: Mapping[str, float], epoch: int | None = None
+    ) -> None:
+        """Record ``values`` at ``step`` (re-logging a step replaces it, so resume is idempotent)."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, step, epoch, key, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(run_id, step, epoch, k, float(v)) for k, v in values.items()],
+            )
+
+    def metrics(
+        self, run_id: int, key: str | None = None
+    ) -> list[tuple[int, int | None, str, float]]:
+        """Rows ``(step, epoch, key, value)`` of a run ordered by key and step."""
+        sql = "SELECT step, epoch, key, value FROM metrics WHERE run_id = ?"
+        args: tuple[Any, ...] = (run_id,)
+        if key is not None:
+            sql += " AND key = ?"
+            args += (key,)
+        return list(self._conn.execute(sql + " ORDER BY key, step", args))
+
+    def results(self, run_id: int) -> dict[str, Any]:
+        rows = self._conn.execute("SELECT key, value FROM results WHERE run_id = ?", (run_id,))
+        return {k: json.loads(v) for k, v in rows}
+
+    def run(self, run_id: int) -> Run:
+        row = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run with id {run_id} in {self.path}")
+        return _run(row)
+
+    def runs(
+        self,
+        *,
+        kind: str | None = None,
+        claim: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Runs, newest first, filtered by kind, claim and status."""
+        where, args = [], []
+        for col, val in (("kind", kind), ("claim", claim), ("status", status)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return [_run(r) for r in self._conn.execute(sql, args)]
+
+    # -- verdicts -----------------------------------------------------------------------
+    def save_verdict(
+        self,
+        claim: str,
+        slug: str,
+        scale: str,
+        verdict: str,
+        reason: str,
+        evidence: Mapping[str, Any],
+        seeds: list[int],
+        run_ids: list[int],
+        wall_s: float | None = None,
+    ) -> int:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO verdicts (claim, slug, scale, verdict, reason, evidence, seeds, "
+                "run_ids, wall_s, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    claim, slug, scale, verdict, reason, _json(dict(evidence)),
+                    _json(list(seeds)), _json(list(run_ids)), wall_s, time.time(),
+                ),
+            )  # fmt: skip
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def latest_verdict(self, claim: str, scale: str | None = None) -> VerdictRow | None:
+        sql = "SELECT * FROM verdicts WHERE claim = ?"
+        args: tuple[Any, ...] = (claim,)
+        if scale is not None:
+            sql += " AND scale = ?"
+            args += (scale,)
+        row = self._conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return _verdict(row) if row else None
+
+    def latest_verdicts(self, scale: str | None = None) -> dict[str, VerdictRow]:
+        """The newest verdict of every claim (at ``scale`` if given), keyed by claim id."""
+        out: dict[str, VerdictRow] = {}
+        sql = "SELECT * FROM verdicts" + (" WHERE scale = ?" if scale else "") + " ORDER BY id"
+        for row in self._conn.execute(sql, (scale,) if scale else ()):
+            v = _verdict(row)
+            out[v.claim] = v
+        return out
+
+    def integrity_ok(self) -> bool:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    return Run(
+        id=row[0], name=row[1], kind=row[2], claim=row[3], scale=row[4], seed=row[5],
+        config=json.loads(row[6]), status=row[7], error=row[8], started=row[9],
+        finished=row[10], wall_s=row[11],
+    )  # fmt: skip
+
+
+def _verdict(row: tuple[Any, ...]) -> VerdictRow:
+    return VerdictRow(
+        id=row[0], claim=row[1], slug=row[2], scale=row[3], verdict=row[4], reason=row[5],
+        evidence=json.loads(row[6]), seeds=json.loads(row[7]), run_ids=json.loads(row[8]),
+        wall_s=row[9], created=row[10],
+    )  # fmt: skip
