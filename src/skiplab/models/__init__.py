@@ -1,7 +1,14 @@
 """The model zoo: every family registered, every model with its plain twin (``skip=False``)."""
 
 from skiplab.models import mlp, resnet  # noqa: F401  (registers the families)
-from skiplab.models._registry import create_model, list_models, model_family, register_model
+from skiplab.models._registry import (
+    create_model,
+    example_inputs,
+    list_models,
+    model_family,
+    register_family_example,
+    register_model,
+)
 from skiplab.models.mlp import ResMLP, ResMLPConfig
 from skiplab.models.resnet import ResNet, ResNetConfig
 
@@ -11,7 +18,9 @@ __all__ = [
     "ResNet",
     "ResNetConfig",
     "create_model",
+    "example_inputs",
     "list_models",
     "model_family",
+    "register_family_example",
     "register_model",
 ]

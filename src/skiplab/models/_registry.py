@@ -15,19 +15,47 @@ from torch import nn
 from skiplab.nn import name_skips
 
 ModelFn = Callable[..., nn.Module]
+ExampleFn = Callable[[], tuple[Any, ...]]
 
 _MODELS: dict[str, ModelFn] = {}
 _FAMILIES: dict[str, str] = {}
+_EXAMPLES: dict[str, ExampleFn] = {}
+_FAMILY_EXAMPLES: dict[str, ExampleFn] = {}
 
 
-def register_model(fn: ModelFn) -> ModelFn:
-    """Register ``fn`` under its function name; the family is its module's last name."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered by {_FAMILIES[name]}")
-    _MODELS[name] = fn
-    _FAMILIES[name] = fn.__module__.rsplit(".", 1)[-1]
-    return fn
+def register_model(fn: ModelFn | None = None, *, example: ExampleFn | None = None) -> Any:
+    """Register ``fn`` under its function name; the family is its module's last name.
+
+    Use bare (``@register_model``) or with ``example``, a function returning the positional
+    inputs of one forward call of the default-built model (used by the registry sweep test
+    and by ``skiplab diagnose``); otherwise the family's example applies.
+    """
+
+    def add(f: ModelFn) -> ModelFn:
+        name = f.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered by {_FAMILIES[name]}")
+        _MODELS[name] = f
+        _FAMILIES[name] = f.__module__.rsplit(".", 1)[-1]
+        if example is not None:
+            _EXAMPLES[name] = example
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def register_family_example(family: str, example: ExampleFn) -> None:
+    """Set the example inputs of every model of ``family`` that has none of its own."""
+    _FAMILY_EXAMPLES[family] = example
+
+
+def example_inputs(name: str) -> tuple[Any, ...]:
+    """Positional inputs for one forward call of ``create_model(name)`` with defaults."""
+    family = model_family(name)
+    fn = _EXAMPLES.get(name) or _FAMILY_EXAMPLES.get(family)
+    if fn is None:
+        raise ValueError(f"model {name!r} (family {family}) registered no example inputs")
+    return fn()
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

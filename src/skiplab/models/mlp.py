@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skiplab.models._registry import register_model
+from skiplab.models._registry import register_family_example, register_model
 from skiplab.nn import Residual, reset_residual_inits
 from skiplab.nn.residual import BranchInit
 
@@ -91,6 +91,9 @@ class ResMLP(nn.Module):
                 f"ResMLP expects {self.cfg.in_features} input features, got {x.shape[1]}"
             )
         return self.head(self.blocks(self.stem(x)))
+
+
+register_family_example("mlp", lambda: (torch.randn(2, 40),))
 
 
 @register_model

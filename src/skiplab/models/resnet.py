@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skiplab.models._registry import register_model
+from skiplab.models._registry import register_family_example, register_model
 from skiplab.nn import Residual, make_shortcut, reset_residual_inits
 from skiplab.nn.residual import BranchInit
 
@@ -148,6 +148,9 @@ class ResNet(nn.Module):
 
 def _resnet(depth: int, **kwargs: Any) -> ResNet:
     return ResNet(replace(ResNetConfig(depth=depth), **kwargs))
+
+
+register_family_example("resnet", lambda: (torch.randn(2, 3, 32, 32),))
 
 
 @register_model
