@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -49,7 +51,6 @@ def test_resume_matches_uninterrupted_run_exactly(tmp_path):
     ckpt = tmp_path / "c.pt"
     # First process: stop after 2 of 4 epochs (same config, so the schedule is the 4-epoch one).
     first = Trainer(build(), cfg, checkpoint=ckpt)
-    first.cfg = TrainConfig(**{**cfg.__dict__})
     hist_a = _fit_epochs(first, data, stop_after=2)
     assert len(hist_a.epochs) == 2
     # Second process: a fresh model and trainer, resumed from the checkpoint.
@@ -69,10 +70,8 @@ def _fit_epochs(trainer, data, stop_after):
             raise Stop
 
     trainer.hooks.append(hook)
-    try:
+    with contextlib.suppress(Stop):
         trainer.fit(data)
-    except Stop:
-        pass
     return trainer.history
 
 
