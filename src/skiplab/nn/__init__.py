@@ -12,6 +12,7 @@ from skiplab.nn.residual import (
     count_skips,
     reset_residual_inits,
 )
+from skiplab.nn.scale_balanced import ScaleBalancedResidual
 from skiplab.nn.scaling import (
     FixedScale,
     LayerScale,
@@ -30,6 +31,7 @@ __all__ = [
     "ProjectionShortcut",
     "ReZero",
     "Residual",
+    "ScaleBalancedResidual",
     "ScaleLastLayer",
     "SkipInit",
     "SkipModule",
