@@ -222,7 +222,16 @@ class ResidualToy(Claim):
         ax = axes[0][2]
         for model, color in (("plain", _plot.PLAIN), ("residual", _plot.RESIDUAL)):
             losses = np.maximum(np.asarray(evidence.series[f"loss_{model}"]), 1e-18)
-            ax.semilogy(losses, color=color, label=model, lw=2)
+            # a run that starts below the target is one point: draw markers so it shows
+            ax.semilogy(
+                losses,
+                color=color,
+                label=f"{model} ({len(losses) - 1} steps)",
+                lw=2,
+                marker="o",
+                ms=3,
+                markevery=max(1, len(losses) // 20),
+            )
         ax.axhline(LOSS_TARGET, color=_plot.REFERENCE, ls="--", label="1e-6 target")
         ax.set(title="gradient descent, same init", xlabel="step (subsampled)", ylabel="loss")
         ax.legend()
