@@ -20,9 +20,11 @@ demo: $(STAMP)
 	$(BIN)/skiplab reproduce --scale quick --out skiplab-runs/report
 	@echo "report: $(abspath skiplab-runs/report/index.html)"
 
+LINT_PATHS := src tests $(wildcard bench examples)
+
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
