@@ -1,6 +1,12 @@
 """The model zoo: every family registered, every model with its plain twin (``skip=False``)."""
 
-from skiplab.models import mlp, resnet  # noqa: F401  (registers the families)
+from skiplab.models import (  # noqa: F401  (registers the families)
+    mlp,
+    resnet,
+    rnn,
+    seq2seq,
+    transformer,
+)
 from skiplab.models._registry import (
     create_model,
     example_inputs,

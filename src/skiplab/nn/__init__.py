@@ -5,6 +5,7 @@ init parts, stochastic depth; see the submodules for the gated, concatenating an
 """
 
 from skiplab.nn._merge import SkipShapeError, check_same_shape, name_skips
+from skiplab.nn.gated import GatedSkip, Highway
 from skiplab.nn.residual import (
     DropPath,
     Residual,
@@ -22,10 +23,13 @@ from skiplab.nn.scaling import (
     ZeroGamma,
 )
 from skiplab.nn.shortcut import PadShortcut, ProjectionShortcut, make_shortcut
+from skiplab.nn.temporal import TemporalSkip
 
 __all__ = [
     "DropPath",
     "FixedScale",
+    "GatedSkip",
+    "Highway",
     "LayerScale",
     "PadShortcut",
     "ProjectionShortcut",
@@ -36,6 +40,7 @@ __all__ = [
     "SkipInit",
     "SkipModule",
     "SkipShapeError",
+    "TemporalSkip",
     "ZeroGamma",
     "check_same_shape",
     "count_skips",
