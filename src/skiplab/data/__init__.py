@@ -13,8 +13,19 @@ from .cora import CORA_PATH, load_cora
 from .digits import load_digits
 from .mnist import MNIST_FILES, MNIST_MEAN, MNIST_STD, load_mnist, md5sum, read_idx, verify_md5
 from .mnist1d import default_cache_dir, load_mnist1d
+from .sequence import (
+    COPY_BLANK,
+    COPY_DELIMITER,
+    adding_problem,
+    copy_memory,
+    load_mnist1d_sequence,
+    sequence_copy,
+    sequence_reversal,
+)
 
 __all__ = [
+    "COPY_BLANK",
+    "COPY_DELIMITER",
     "CORA_PATH",
     "FILES_DIR",
     "MNIST_FILES",
@@ -22,6 +33,8 @@ __all__ = [
     "MNIST_STD",
     "DataError",
     "Splits",
+    "adding_problem",
+    "copy_memory",
     "default_cache_dir",
     "get_dataset",
     "list_datasets",
@@ -29,8 +42,11 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_mnist1d",
+    "load_mnist1d_sequence",
     "md5sum",
     "read_idx",
     "register_dataset",
+    "sequence_copy",
+    "sequence_reversal",
     "verify_md5",
 ]
