@@ -170,6 +170,7 @@ def layerwise_information(
     x: torch.Tensor,
     noise_std: float,
     layers: Sequence[str] | None = None,
+    relative: bool = False,
 ) -> dict[str, float]:
     """``I(X; h_l + N)`` for each layer ``l`` of a real model, by the Gaussian-channel formula.
 
@@ -196,6 +197,9 @@ def layerwise_information(
         layers: qualified names of submodules whose outputs to read (default: every
             :class:`~skiplab.nn.SkipModule` in the model, i.e. every block with a skip, or the
             plain twin's blocks).
+        relative: scale the noise by each layer's root-mean-square activation (``noise_std``
+            is then a noise-to-signal ratio), so a layer cannot gain information by growing;
+            use it to compare a residual stream, whose scale grows with depth, with a plain one.
 
     Returns:
         ``{name: nats}`` in forward order, with ``"input"`` first (the input itself).
@@ -228,14 +232,17 @@ def layerwise_information(
         model.train(was_training)
         for h in handles:
             h.remove()
-    result = {"input": _noisy_channel_information(x, noise_std)}
+    result = {"input": _noisy_channel_information(x, noise_std, relative)}
     for n in sorted(captured, key=list(layers).index):
-        result[n] = _noisy_channel_information(captured[n], noise_std)
+        result[n] = _noisy_channel_information(captured[n], noise_std, relative)
     return result
 
 
-def _noisy_channel_information(h: torch.Tensor, noise_std: float) -> float:
+def _noisy_channel_information(h: torch.Tensor, noise_std: float, relative: bool) -> float:
     flat = h.reshape(h.shape[0], -1).double()  # (n, D)
+    if relative:
+        rms = flat.pow(2).mean().sqrt().item()
+        noise_std = noise_std * rms if rms > 0 else noise_std
     centred = flat - flat.mean(0, keepdim=True)
     # det(I_D + C / s^2) = det(I_n + G / s^2) with the Gram matrix G = Z Z^T / (n - 1):
     # cheaper when D > n, and the same non-zero eigenvalues.
