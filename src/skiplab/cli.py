@@ -167,6 +167,19 @@ def list_(what: str) -> None:
 @cli.command()
 @click.argument("model")
 @click.option("--data", "data_name", default="mnist1d", show_default=True, help="Dataset name.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of the dataset's files (cifar10: the binary release, cifar-10-batches-bin).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["he2015", "he2015-warmup"]),
+    default=None,
+    help="Paper recipe (He et al. 2015: 64k steps, batch 128, lr 0.1 /10 at 32k, 48k); "
+    "options given explicitly override it.",
+)
 @click.option("--plain", is_flag=True, help="Train the plain twin (skip=False).")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
@@ -193,44 +206,79 @@ def list_(what: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @STORE_OPTION
 def train(
-    model: str, data_name: str, plain: bool, epochs: int, batch_size: int, lr: float,
-    optimizer: str, schedule: str, weight_decay: float, seed: int, run_name: str | None,
-    checkpoint: Path | None, resume: bool, device: str, store_path: Path,
+    model: str, data_name: str, data_dir: Path | None, recipe: str | None, plain: bool,
+    epochs: int, batch_size: int, lr: float, optimizer: str, schedule: str,
+    weight_decay: float, seed: int, run_name: str | None, checkpoint: Path | None, resume: bool,
+    device: str, store_path: Path,
 ) -> None:  # fmt: skip
-    """Train MODEL (a registry name) on a dataset and store its metrics."""
+    """Train MODEL (a registry name) on a dataset and store its metrics.
+
+    Under torchrun (``torchrun --nproc-per-node=N -m skiplab.cli train ...``) every rank
+    trains its shard of each global batch with DistributedDataParallel and rank 0 writes the
+    store and checkpoints; with ``--resume`` a restarted job continues from the checkpoint.
+    """
+    import dataclasses
+
     import torch
 
-    from skiplab.data import get_dataset
+    from skiplab.data import flip_crop, get_dataset
     from skiplab.models import create_model
-    from skiplab.train import TrainConfig, Trainer
+    from skiplab.train import TrainConfig, Trainer, init_distributed
+    from skiplab.train.configs import paper_recipe
+    from skiplab.train.distributed import cleanup
 
-    splits = get_dataset(data_name)
-    cfg = TrainConfig(
+    splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
+    options: dict[str, Any] = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, seed=seed,
     )  # fmt: skip
+    if recipe is not None:
+        ctx = click.get_current_context()
+        given = {
+            k: v for k, v in options.items()
+            if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT
+        }  # fmt: skip
+        cfg = dataclasses.replace(paper_recipe(recipe), **{"seed": seed, **given})
+    else:
+        cfg = TrainConfig(**options)
+    dist_info = init_distributed(device)
     torch.manual_seed(seed)
     net = create_model(
-        model, skip=not plain, in_channels=splits.in_channels, num_classes=splits.num_classes,
+        model, skip=not plain, num_classes=splits.num_classes,
         **_input_kwargs(model, splits.input_shape),
     )  # fmt: skip
     name = run_name or f"{model}{'-plain' if plain else ''}-{data_name}-seed{seed}"
     ckpt = checkpoint or store_path.parent / "checkpoints" / f"{_safe(name)}.pt"
-    config: dict[str, Any] = {"model": model, "plain": plain, "data": data_name, **cfg.__dict__}
-    with Store(store_path) as store:
-        run_id = store.start_run(name, "train", config, seed=seed)
-        trainer = Trainer(net, cfg, store=store, run_id=run_id, checkpoint=ckpt, device=device)
-        try:
-            history = trainer.fit(splits.train, splits.test, resume=resume)
-        except Exception as err:
-            if store.run(run_id).status == "running":
-                store.finish_run(run_id, "failed", error=str(err))
-            raise
-        store.finish_run(run_id, "completed", results={"final": history.last})
+    config: dict[str, Any] = {
+        "model": model, "plain": plain, "data": data_name, "recipe": recipe,
+        "world_size": dist_info.world_size, **cfg.__dict__,
+    }  # fmt: skip
+    augment = flip_crop if data_name == "cifar10" else None
+    try:
+        if not dist_info.is_main:  # rank 0 alone writes the store and the checkpoints
+            trainer = Trainer(
+                net, cfg, checkpoint=ckpt, device=dist_info.device, augment=augment
+            )  # fmt: skip
+            trainer.fit(splits.train, splits.test, resume=resume)
+            return
+        with Store(store_path) as store:
+            run_id = store.start_run(name, "train", config, seed=seed)
+            trainer = Trainer(
+                net, cfg, store=store, run_id=run_id, checkpoint=ckpt, device=dist_info.device,
+                augment=augment,
+            )  # fmt: skip
+            try:
+                history = trainer.fit(splits.train, splits.test, resume=resume)
+            except Exception as err:
+                store.finish_run(run_id, "failed", error=str(err))  # no-op if diverged
+                raise
+            store.finish_run(run_id, "completed", results={"final": history.last})
+    finally:
+        cleanup()
     last = history.last
     click.echo(
         f"run {run_id} {name}: train_loss {last['train_loss']:.4f}, "
-        f"test_acc {last.get('test_acc', float('nan')):.4f} after {epochs} epochs"
+        f"test_acc {last.get('test_acc', float('nan')):.4f} after {trainer.epoch} epochs"
     )
 
 
@@ -240,7 +288,7 @@ def _input_kwargs(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
 
     family = model_family(model)
     if family == "resnet":
-        return {"dim": len(input_shape) - 1}
+        return {"dim": len(input_shape) - 1, "in_channels": input_shape[0]}
     if family == "mlp":
         n = 1
         for d in input_shape:
@@ -262,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
     from skiplab.claims._base import SCALES  # noqa: F401  (fail early if the package is broken)
     from skiplab.store import StoreError
-    from skiplab.train import CheckpointError
+    from skiplab.train import CheckpointError, DivergedError
 
     try:
         cli.main(
@@ -278,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         _echo(f"skiplab: error: {exc.format_message()}")
         return 2
-    except (ValueError, KeyError, StoreError, CheckpointError, FileNotFoundError) as exc:
+    except (
+        ValueError, KeyError, StoreError, CheckpointError, DivergedError, FileNotFoundError,
+    ) as exc:  # fmt: skip
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _echo(f"skiplab: error: {msg}")
         return 2

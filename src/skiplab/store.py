@@ -1,14 +1,24 @@
 """SQLite results store: runs, their metrics, and claim verdicts with their evidence.
 
 One file (default ``./skiplab-runs/skiplab.sqlite``) in WAL mode so a reader (``skiplab runs``,
-the report) never blocks a writer. Every write is a short transaction; a run's final status,
-timings and evidence land together or not at all.
+the report) never blocks a writer. Every write is a short ``BEGIN IMMEDIATE`` transaction, so
+several processes (two ``skiplab reproduce`` at once, the ranks of a torchrun job) can share
+one store without losing or duplicating rows.
+
+A run is all or nothing. :meth:`Store.log_metrics` buffers a run's metrics in this process and
+:meth:`Store.finish_run` commits them together with the final status and results in one
+transaction; the ``runs`` row inserted by :meth:`Store.start_run` holds no data but the config.
+If the process dies (SIGKILL, power loss) the buffer dies with it, and the next
+:class:`Store` opened on the file marks the dead process's ``running`` runs ``interrupted``:
+a run in the store is either complete with all its rows, or marked unfinished with none.
+Reads in the writing process see its own buffered metrics.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -34,7 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     started REAL NOT NULL,
     finished REAL,
-    wall_s REAL
+    wall_s REAL,
+    owner TEXT                       -- host:pid of the process that is running it
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -133,10 +144,49 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            if "owner" not in columns:  # a store written before runs had owners
+                self._conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot open results store {self.path}: {err}") from err
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"
+        # run id -> {(key, step): (epoch, value)} not yet committed (see the module docstring).
+        self._pending: dict[int, dict[tuple[str, int], tuple[int | None, float]]] = {}
+        self.recover()
+
+    def recover(self) -> list[int]:
+        """Mark ``running`` runs of dead processes on this host ``interrupted``; their ids.
+
+        A killed process never committed the run's metrics, so such a run holds its config
+        only; marking it keeps ``skiplab runs`` honest. Runs owned by live processes or other
+        hosts are left alone.
+        """
+        host = socket.gethostname()
+        dead: list[int] = []
+        rows = self._conn.execute("SELECT id, owner FROM runs WHERE status = 'running'")
+        for run_id, owner in rows.fetchall():
+            if not owner or ":" not in owner:
+                continue
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                dead.append(run_id)
+        if dead:
+            now = time.time()
+            with self.transaction() as c:
+                for run_id in dead:
+                    c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+                    c.execute(
+                        "UPDATE runs SET status = 'interrupted', finished = ?, "
+                        "error = 'the process running it died before finishing' "
+                        "WHERE id = ? AND status = 'running'",
+                        (now, run_id),
+                    )
+        return dead
 
     def close(self) -> None:
+        """Close the file; runs this process left ``running`` are finished ``interrupted``."""
+        for run_id in list(self._pending):
+            self.finish_run(run_id, "interrupted", error="the store was closed before it finished")
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -167,14 +217,15 @@ class Store:
         scale: str | None = None,
         seed: int | None = None,
     ) -> int:
-        """Insert a run with status ``running`` and return its id."""
+        """Insert a run with status ``running`` and return its id (names are stored verbatim)."""
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO runs (name, kind, claim, scale, seed, config, status, started) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
-                (name, kind, claim, scale, seed, _json(dict(config)), time.time()),
+                "INSERT INTO runs (name, kind, claim, scale, seed, config, status, started, "
+                "owner) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (name, kind, claim, scale, seed, _json(dict(config)), time.time(), self._owner),
             )
             assert cur.lastrowid is not None
+            self._pending[cur.lastrowid] = {}
             return cur.lastrowid
 
     def finish_run(
@@ -184,11 +235,23 @@ class Store:
         error: str | None = None,
         results: Mapping[str, Any] | None = None,
     ) -> None:
-        """Set the final status (and store ``results``) in one transaction."""
-        if status not in RUN_STATUSES:
-            raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+        """Commit the buffered metrics, ``results`` and the final status in one transaction.
+
+        The first final status wins: finishing a run that is already finished (a trainer
+        marked it ``diverged``, then its caller reports ``failed``) changes nothing but adds
+        any new metrics and results.
+        """
+        if status not in RUN_STATUSES or status == "running":
+            allowed = tuple(s for s in RUN_STATUSES if s != "running")
+            raise ValueError(f"run status must be one of {allowed}, got {status!r}")
         now = time.time()
+        pending = self._pending.get(run_id, {})
         with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, step, epoch, key, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(run_id, step, ep, key, val) for (key, step), (ep, val) in pending.items()],
+            )
             for key, value in (results or {}).items():
                 c.execute(
                     "INSERT OR REPLACE INTO results (run_id, key, value) VALUES (?, ?, ?)",
@@ -196,31 +259,47 @@ class Store:
                 )
             c.execute(
                 "UPDATE runs SET status = ?, error = ?, finished = ?, wall_s = ? - started "
-                "WHERE id = ?",
+                "WHERE id = ? AND status = 'running'",
                 (status, error, now, now, run_id),
             )
+        self._pending.pop(run_id, None)
 
     def log_metrics(
         self, run_id: int, step: int, values: Mapping[str, float], epoch: int | None = None
     ) -> None:
-        """Record ``values`` at ``step`` (re-logging a step replaces it, so resume is idempotent)."""
+        """Record ``values`` at ``step`` (re-logging a step replaces it, so resume is idempotent).
+
+        The values are buffered in this process and committed by :meth:`finish_run` (for a
+        run this process did not start, e.g. one finished earlier, they are written at once).
+        """
+        rows = {(k, int(step)): (epoch, float(v)) for k, v in values.items()}
+        if run_id in self._pending:
+            self._pending[run_id].update(rows)
+            return
         with self.transaction() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO metrics (run_id, step, epoch, key, value) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [(run_id, step, epoch, k, float(v)) for k, v in values.items()],
+                [(run_id, step, ep, k, val) for (k, step), (ep, val) in rows.items()],
             )
 
     def metrics(
         self, run_id: int, key: str | None = None
     ) -> list[tuple[int, int | None, str, float]]:
-        """Rows ``(step, epoch, key, value)`` of a run ordered by key and step."""
+        """Rows ``(step, epoch, key, value)`` of a run ordered by key and step.
+
+        Includes this process's not yet committed metrics of the run.
+        """
         sql = "SELECT step, epoch, key, value FROM metrics WHERE run_id = ?"
         args: tuple[Any, ...] = (run_id,)
         if key is not None:
             sql += " AND key = ?"
             args += (key,)
-        return list(self._conn.execute(sql + " ORDER BY key, step", args))
+        rows = {(r[2], r[0]): r for r in self._conn.execute(sql, args)}
+        for (k, step), (ep, val) in self._pending.get(run_id, {}).items():
+            if key is None or k == key:
+                rows[(k, step)] = (step, ep, k, val)
+        return [rows[k] for k in sorted(rows)]
 
     def results(self, run_id: int) -> dict[str, Any]:
         rows = self._conn.execute("SELECT key, value FROM results WHERE run_id = ?", (run_id,))
@@ -297,6 +376,21 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _run(row: tuple[Any, ...]) -> Run:

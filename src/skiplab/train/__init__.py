@@ -1,6 +1,13 @@
-"""Training: a deterministic Trainer with atomic checkpoints and exact resume."""
+"""Training: a deterministic Trainer with checksummed checkpoints, exact resume and DDP."""
 
-from skiplab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from skiplab.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest_checkpoint,
+    previous_path,
+    save_checkpoint,
+)
+from skiplab.train.distributed import DistInfo, init_distributed
 from skiplab.train.trainer import (
     DivergedError,
     History,
@@ -12,12 +19,16 @@ from skiplab.train.trainer import (
 
 __all__ = [
     "CheckpointError",
+    "DistInfo",
     "DivergedError",
     "History",
     "TrainConfig",
     "Trainer",
     "evaluate",
+    "init_distributed",
     "load_checkpoint",
+    "load_latest_checkpoint",
     "lr_factor",
+    "previous_path",
     "save_checkpoint",
 ]
