@@ -9,6 +9,7 @@ by the ``mnist1d`` package and cached, digits ship with scikit-learn.
 
 from ._base import FILES_DIR, Splits, get_dataset, list_datasets, register_dataset
 from ._errors import DataError
+from .cifar import flip_crop, load_cifar10, read_cifar10_batch
 from .cora import CORA_PATH, load_cora
 from .digits import load_digits
 from .mnist import MNIST_FILES, MNIST_MEAN, MNIST_STD, load_mnist, md5sum, read_idx, verify_md5
@@ -38,12 +39,15 @@ __all__ = [
     "default_cache_dir",
     "get_dataset",
     "list_datasets",
+    "flip_crop",
+    "load_cifar10",
     "load_cora",
     "load_digits",
     "load_mnist",
     "load_mnist1d",
     "load_mnist1d_sequence",
     "md5sum",
+    "read_cifar10_batch",
     "read_idx",
     "register_dataset",
     "sequence_copy",
