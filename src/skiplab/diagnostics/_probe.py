@@ -1,0 +1,182 @@
+"""What every probe shares: attach / collect / detach, and the blocks of an arbitrary model.
+
+A probe hooks into a model, records while the model runs (at init or during training), and
+gives back plain numbers. Hooks are always removed, even when the code in between raises:
+use a probe as a context manager, ``with probe.attached(model): ...``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from skiplab.nn import SkipModule
+
+LAYOUTS = ("auto", "NCHW", "NCL", "BTC", "BC")
+
+
+class AbstractProbe(ABC):
+    """A measurement that hooks into a model.
+
+    Subclasses implement :meth:`_attach` (register hooks, add their handles with
+    :meth:`_keep`) and :meth:`collect`; :meth:`detach` removes every hook.
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+        self.model: nn.Module | None = None
+
+    def attach(self, model: nn.Module) -> AbstractProbe:
+        """Register the probe's hooks on ``model``; returns the probe."""
+        if self.model is not None:
+            raise RuntimeError(f"{type(self).__name__} is already attached; detach it first")
+        self.model = model
+        try:
+            self._attach(model)
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    @abstractmethod
+    def _attach(self, model: nn.Module) -> None: ...
+
+    @abstractmethod
+    def collect(self) -> dict[str, Any]:
+        """What the probe recorded so far, as JSON-able numbers."""
+
+    def detach(self) -> None:
+        """Remove every hook this probe registered (safe to call twice)."""
+        while self._handles:
+            self._handles.pop().remove()
+        self.model = None
+
+    def _keep(self, handle: RemovableHandle) -> None:
+        self._handles.append(handle)
+
+    @property
+    def num_hooks(self) -> int:
+        return len(self._handles)
+
+    @contextmanager
+    def attached(self, model: nn.Module) -> Iterator[AbstractProbe]:
+        """``with probe.attached(model): ...`` attaches, and detaches even on error."""
+        self.attach(model)
+        try:
+            yield self
+        finally:
+            self.detach()
+
+
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The blocks of ``model``, in forward order of registration.
+
+    skiplab merges (:class:`~skiplab.nn.SkipModule`, active or a plain twin's) are the blocks
+    when there are any (outermost only); otherwise the children of the longest
+    ``nn.Sequential``/``nn.ModuleList`` (a hand-written transformer's ``blocks``); otherwise the
+    model's direct children.
+    """
+    found: list[tuple[str, nn.Module]] = []
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, SkipModule) and not any(name.startswith(p + ".") for p in inside):
+            found.append((name, module))
+            inside.append(name)
+    if found:
+        return found
+    containers = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Sequential | nn.ModuleList) and len(m) > 1
+    ]
+    if containers:
+        name, best = max(containers, key=lambda nm: len(nm[1]))
+        return [(f"{name}.{i}" if name else str(i), child) for i, child in enumerate(best)]
+    return list(model.named_children())
+
+
+def resolve_layout(layout: str, t: torch.Tensor, model: nn.Module | None = None) -> str:
+    """The concrete layout of activation ``t``: NCHW, NCL, BTC (channels last) or BC.
+
+    ``"auto"`` reads 4-D as NCHW, 2-D as BC, and 3-D as NCL when the model has 1-D convolutions,
+    else BTC (a sequence model's ``(B, T, C)``).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout != "auto":
+        return layout
+    if t.dim() == 4:
+        return "NCHW"
+    if t.dim() == 2:
+        return "BC"
+    if t.dim() == 3:
+        has_conv1d = model is not None and any(isinstance(m, nn.Conv1d) for m in model.modules())
+        return "NCL" if has_conv1d else "BTC"
+    raise ValueError(f"cannot infer the layout of a {t.dim()}-D activation {tuple(t.shape)}")
+
+
+def channels_first(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t`` as ``(C, N)``: channels by every other position (batch and space/time)."""
+    dims = {"NCHW": 4, "NCL": 3, "BTC": 3, "BC": 2}[layout]
+    if t.dim() != dims:
+        raise ValueError(f"layout {layout} needs a {dims}-D tensor, got shape {tuple(t.shape)}")
+    if layout in ("BTC", "BC"):
+        return t.reshape(-1, t.shape[-1]).t()  # (C, B*T)
+    return t.transpose(0, 1).reshape(t.shape[1], -1)  # (C, B*H*W) or (C, B*L)
+
+
+def channel_stats(t: torch.Tensor, layout: str) -> tuple[float, float]:
+    """Brock et al. 2021's signal statistics of one activation.
+
+    Returns:
+        (average channel squared mean, average channel variance): ``mean_c(mean_n(x)^2)`` and
+        ``mean_c(var_n(x))``, with ``n`` running over batch and positions.
+    """
+    c = channels_first(t.detach().float(), layout)  # (C, N)
+    mean = c.mean(dim=1)
+    var = c.var(dim=1, unbiased=False)
+    return float((mean**2).mean()), float(var.mean())
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in training mode with batch-norm layers using batch statistics and updating
+    nothing, for measurements at init (Brock et al. 2021 measure with batch statistics; eval
+    mode at init would apply the untouched running statistics 0 and 1).
+
+    Everything (mode, running buffers, ``track_running_stats``) is restored on exit.
+    """
+    saved = []
+    was_training = model.training
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            saved.append((m, m.track_running_stats, m.running_mean, m.running_var))
+            m.track_running_stats = False
+            m.running_mean = None
+            m.running_var = None
+    model.train()
+    try:
+        yield model
+    finally:
+        for m, track, mean, var in saved:
+            m.track_running_stats = track
+            m.running_mean = mean
+            m.running_var = var
+        model.train(was_training)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` for the block, then the previous mode again."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

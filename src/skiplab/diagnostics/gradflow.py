@@ -1,0 +1,140 @@
+"""Gradient flow: per-block gradient norms, and how a skip splits the gradient.
+
+For a residual block ``y = s(x) + F(x)`` the gradient reaching the block input is
+``dL/dx = dL/dy (ds/dx + dF/dx)``: the shortcut's share ``dL/dy ds/dx`` (exactly ``dL/dy`` for
+an identity shortcut) and the branch's share ``dL/dy dF/dx``. :class:`GradientFlowProbe` records
+both shares' norms per block, and the norm of every block's parameter gradients, at every
+backward pass (at init or during training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from skiplab.diagnostics._probe import AbstractProbe, find_blocks
+from skiplab.nn import Residual
+
+
+class GradientFlowProbe(AbstractProbe):
+    """Per-block parameter-gradient norms and per-skip gradient split, per backward pass.
+
+    Parameters outside every block (stem, head) form the groups ``"(before)"`` and
+    ``"(after)"``. A new record starts at every forward pass of the model; passes without a
+    backward (evaluation) leave no record.
+
+    Args:
+        split: also record the shortcut/branch split of the input gradient of every skiplab
+            ``Residual`` block (full backward hooks, which cost more than the norm hooks).
+
+    Returns (``collect()``):
+        ``groups`` (names), ``grad_norm`` (steps x groups: L2 norm of the group's parameter
+        gradients), and with ``split`` ``split_blocks``, ``shortcut_grad`` and ``branch_grad``
+        (steps x blocks: norm of each path's share of ``dL/dx``).
+    """
+
+    def __init__(self, split: bool = True) -> None:
+        super().__init__()
+        self.split = split
+        self.groups: list[str] = []
+        self.split_blocks: list[str] = []
+        self._step = -1
+        self._sq: dict[int, torch.Tensor] = {}
+        self._split: dict[int, torch.Tensor] = {}
+
+    def __repr__(self) -> str:
+        return f"GradientFlowProbe(split={self.split})"
+
+    def _attach(self, model: nn.Module) -> None:
+        blocks = find_blocks(model)
+        owner: dict[int, int] = {}
+        self.groups = ["(before)"] + [name for name, _ in blocks] + ["(after)"]
+        for gi, (_, block) in enumerate(blocks, start=1):
+            for p in block.parameters():
+                owner.setdefault(id(p), gi)
+        seen_block = False
+        for p in model.parameters():
+            if id(p) in owner:
+                seen_block = True
+                continue
+            owner[id(p)] = len(self.groups) - 1 if seen_block else 0
+        self._keep(model.register_forward_pre_hook(self._new_step))
+        for p in model.parameters():
+            if p.requires_grad:
+                self._keep(p.register_post_accumulate_grad_hook(self._norm_hook(owner[id(p)])))
+        if self.split:
+            residuals = [(n, b) for n, b in blocks if isinstance(b, Residual) and b.shortcut]
+            self.split_blocks = [n for n, _ in residuals]
+            for bi, (_, block) in enumerate(residuals):
+                assert block.shortcut is not None
+                self._keep(block.shortcut.register_full_backward_hook(self._split_hook(bi, 0)))
+                self._keep(block.branch.register_full_backward_hook(self._split_hook(bi, 1)))
+
+    def _new_step(self, _module: nn.Module, _args: Any) -> None:
+        self._step += 1
+
+    def _norm_hook(self, group: int) -> Callable[[torch.Tensor], None]:
+        def hook(p: torch.Tensor) -> None:
+            acc = self._sq.get(self._step)
+            if acc is None:
+                acc = self._sq[self._step] = torch.zeros(len(self.groups))
+            assert p.grad is not None
+            acc[group] += p.grad.detach().float().pow(2).sum().cpu()
+
+        return hook
+
+    def _split_hook(self, block: int, path: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, grad_input: tuple[Any, ...], _grad_output: Any) -> None:
+            g = grad_input[0]
+            if g is None:
+                return
+            acc = self._split.get(self._step)
+            if acc is None:
+                acc = self._split[self._step] = torch.zeros(len(self.split_blocks), 2)
+            acc[block, path] = g.detach().float().norm().cpu()
+
+        return hook
+
+    def collect(self) -> dict[str, Any]:
+        steps = sorted(self._sq)
+        out: dict[str, Any] = {
+            "groups": list(self.groups),
+            "steps": steps,
+            "grad_norm": [self._sq[s].sqrt().tolist() for s in steps],
+        }
+        if self.split:
+            ssteps = sorted(self._split)
+            out["split_blocks"] = list(self.split_blocks)
+            out["split_steps"] = ssteps
+            out["shortcut_grad"] = [self._split[s][:, 0].tolist() for s in ssteps]
+            out["branch_grad"] = [self._split[s][:, 1].tolist() for s in ssteps]
+        return out
+
+    def detach(self) -> None:
+        super().detach()
+
+
+def gradient_flow_at_init(
+    model: nn.Module,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    split: bool = True,
+) -> dict[str, Any]:
+    """One forward and backward pass with a :class:`GradientFlowProbe` attached.
+
+    Batch-norm layers use batch statistics and no buffer is updated; the model's gradients are
+    cleared afterwards.
+    """
+    from skiplab.diagnostics._probe import batch_statistics
+
+    probe = GradientFlowProbe(split=split)
+    with batch_statistics(model), probe.attached(model):
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(*inputs), target).backward()
+        result = probe.collect()
+    model.zero_grad(set_to_none=True)
+    return result

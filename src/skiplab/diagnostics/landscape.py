@@ -1,0 +1,219 @@
+"""Loss landscapes (Li, Xu, Taylor, Studer & Goldstein 2018, "Visualizing the Loss Landscape of
+Neural Nets").
+
+Around the parameters ``theta`` and along directions ``d1``, ``d2``:
+
+    f(a)    = L(theta + a d1)               (1-D, section 3)
+    f(a, b) = L(theta + a d1 + b d2)        (2-D, section 4)
+
+with *filter-normalised* random directions (section 4): every filter ``d_i`` of a Gaussian
+direction (a slice along the output dimension of a weight) is rescaled to the norm of the
+corresponding filter of ``theta``, ``d_i <- d_i / ||d_i|| * ||theta_i||``, and the directions of
+biases and normalisation parameters (every parameter with <= 1 dimension) are set to zero, as
+the paper does.
+
+Evaluation never copies the model: every grid point is a call of
+``torch.func.functional_call`` with the shifted parameters, and grid points are batched with
+``torch.func.vmap`` (``chunk`` points at a time) so one batched forward computes many of them.
+The model is evaluated in eval mode on a fixed batch, without gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from skiplab import _plot
+from skiplab.diagnostics._probe import eval_mode
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Direction = dict[str, torch.Tensor]
+
+
+def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> Direction:
+    """A Gaussian direction with each filter scaled to its weight's filter norm (Li et al. §4).
+
+    Parameters with <= 1 dimension (biases, normalisation scales and shifts) get zeros.
+    """
+    direction: Direction = {}
+    for name, p in model.named_parameters():
+        if p.dim() <= 1:
+            direction[name] = torch.zeros_like(p)
+            continue
+        d = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+        d_norm = d.reshape(d.shape[0], -1).norm(dim=1)  # (filters,)
+        p_norm = p.detach().reshape(p.shape[0], -1).norm(dim=1)
+        scale = p_norm / d_norm.clamp_min(1e-12)
+        direction[name] = d * scale.reshape(-1, *([1] * (p.dim() - 1)))
+    return direction
+
+
+def _evaluator(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    directions: list[Direction],
+) -> Callable[..., torch.Tensor]:
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    moving = [n for n in params if any(bool(d[n].any()) for d in directions)]
+
+    def point(*coords: torch.Tensor) -> torch.Tensor:
+        shifted = dict(params)
+        for n in moving:
+            shifted[n] = params[n] + sum(c * d[n] for c, d in zip(coords, directions))
+        out = torch.func.functional_call(model, (shifted, buffers), inputs)
+        return loss_fn(out, target)
+
+    return point
+
+
+def _evaluate(
+    point: Callable[..., torch.Tensor], coords: list[torch.Tensor], chunk: int
+) -> np.ndarray:
+    flat = [c.reshape(-1) for c in coords]
+    out = []
+    with torch.no_grad():
+        batched = torch.func.vmap(point)
+        for i in range(0, flat[0].numel(), chunk):
+            out.append(batched(*(c[i : i + chunk] for c in flat)))
+    return torch.cat(out).reshape(coords[0].shape).cpu().numpy()
+
+
+@dataclass
+class LossLine:
+    """``loss[i] = L(theta + alphas[i] * d)``."""
+
+    alphas: list[float]
+    loss: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"alphas": self.alphas, "loss": self.loss}
+
+
+@dataclass
+class LossPlane:
+    """``loss[j][i] = L(theta + xs[i] * d1 + ys[j] * d2)``."""
+
+    xs: list[float]
+    ys: list[float]
+    loss: list[list[float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"xs": self.xs, "ys": self.ys, "loss": self.loss}
+
+
+def loss_line(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    *,
+    alphas: Any = None,
+    direction: Direction | None = None,
+    seed: int = 0,
+    chunk: int = 8,
+) -> LossLine:
+    """1-D landscape ``L(theta + a d)`` (Li et al. §3, with a filter-normalised ``d``).
+
+    Args:
+        alphas: the step sizes (default 41 points in [-1, 1]).
+        direction: a direction per parameter name (default filter-normalised from ``seed``);
+            pass ``{n: theta_end[n] - theta[n]}`` for the interpolation between two solutions.
+        chunk: grid points per batched forward.
+    """
+    a = torch.as_tensor(
+        np.linspace(-1, 1, 41) if alphas is None else np.asarray(alphas), dtype=torch.float32
+    )
+    d = direction or filter_normalized_direction(model, torch.Generator().manual_seed(seed))
+    with eval_mode(model):
+        loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d]), [a], chunk)
+    return LossLine(a.tolist(), loss.tolist())
+
+
+def loss_plane(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    *,
+    span: float = 1.0,
+    steps: int = 21,
+    seed: int = 0,
+    chunk: int = 8,
+) -> LossPlane:
+    """2-D landscape on a ``steps x steps`` grid over ``[-span, span]^2`` (Li et al. §4).
+
+    Args:
+        span: half-width of the grid in units of the filter-normalised directions.
+        steps: grid points per axis (default 21).
+        seed: seed of the two random directions.
+        chunk: grid points per batched forward (memory grows with it).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    d1 = filter_normalized_direction(model, gen)
+    d2 = filter_normalized_direction(model, gen)
+    grid = torch.linspace(-span, span, steps)
+    bb, aa = torch.meshgrid(grid, grid, indexing="ij")  # (steps, steps): row j is ys[j]
+    with eval_mode(model):
+        loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d1, d2]), [aa, bb], chunk)
+    return LossPlane(grid.tolist(), grid.tolist(), loss.tolist())
+
+
+def plot_line(
+    lines: dict[str, dict[str, Any]], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Draw one or more :class:`LossLine` dicts (label -> ``as_dict()``) on a log scale."""
+    fig, axes = _plot.subplots(1, 1, width=5.5, height=3.8)
+    ax = axes[0][0]
+    for label, line in lines.items():
+        ax.semilogy(line["alphas"], line["loss"], label=label, color=_plot.color_for(label), lw=2)
+    ax.set(
+        xlabel="step along filter-normalised direction",
+        ylabel="loss (log)",
+        title=title or "1-D loss landscape",
+    )
+    ax.legend()
+    return _plot.save(fig, path)
+
+
+def plot_plane(
+    planes: dict[str, dict[str, Any]], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Contour (top row) and surface (bottom row) of each :class:`LossPlane` dict, log10 loss."""
+    n = len(planes)
+    fig, axes = _plot.subplots(2, n, width=4.6, height=4.0)
+    for k, (label, plane) in enumerate(planes.items()):
+        xs, ys = np.asarray(plane["xs"]), np.asarray(plane["ys"])
+        z = np.log10(np.clip(np.asarray(plane["loss"], dtype=float), 1e-12, None))
+        z = np.where(np.isfinite(z), z, np.nanmax(z[np.isfinite(z)]) if np.isfinite(z).any() else 0)
+        ax = axes[0][k]
+        cs = ax.contour(xs, ys, z, levels=20, cmap="viridis")
+        ax.clabel(cs, fontsize=7, fmt="%.2f")
+        ax.plot(0, 0, "r*", ms=10)
+        ax.set(title=f"{label}: log10 loss contours", xlabel="d1", ylabel="d2")
+        fig.delaxes(axes[1][k])
+        ax3 = fig.add_subplot(2, n, n + k + 1, projection="3d")
+        xx, yy = np.meshgrid(xs, ys)
+        ax3.plot_surface(xx, yy, z, cmap="viridis", linewidth=0, antialiased=True)
+        ax3.set(title=f"{label}: surface", xlabel="d1", ylabel="d2", zlabel="log10 loss")
+    if title:
+        fig.suptitle(title)
+    return _plot.save(fig, path)
+
+
+def sharpness(plane: dict[str, Any]) -> float:
+    """Mean loss increase over the grid relative to the centre, a scalar summary of the plane."""
+    z = np.asarray(plane["loss"], dtype=float)
+    centre = z[z.shape[0] // 2, z.shape[1] // 2]
+    finite = z[np.isfinite(z)]
+    return float(finite.mean() - centre) if finite.size else math.inf

@@ -1,0 +1,122 @@
+"""Signal propagation plots (Brock, De & Smith 2021, "Characterizing signal propagation to close
+the performance gap in unnormalized ResNets", section 3).
+
+For the output ``x`` of every block, over batch and positions ``n`` and channels ``c``:
+
+    average channel squared mean  = mean_c( mean_n(x)^2 )
+    average channel variance      = mean_c( var_n(x) )
+
+and, for residual blocks, the average channel variance of the branch output before the add.
+In a pre-activation ResNet the variance grows roughly linearly with depth within a stage and is
+reset by each transition block; a post-activation network renormalises after every add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from skiplab.diagnostics._probe import (
+    AbstractProbe,
+    batch_statistics,
+    channel_stats,
+    find_blocks,
+    resolve_layout,
+)
+from skiplab.nn import Residual
+
+
+class SignalPropagationProbe(AbstractProbe):
+    """Brock et al.'s per-block statistics on every ``every``-th forward pass.
+
+    Args:
+        layout: ``"auto"``, ``"NCHW"``, ``"NCL"``, ``"BTC"`` (channels last) or ``"BC"``.
+        every: record one forward pass in ``every`` (default 1: all).
+
+    Returns (``collect()``):
+        ``blocks`` (names) and, per recorded pass, ``sq_mean``, ``var`` and ``branch_var``
+        (one value per block; NaN where a block has no residual branch).
+    """
+
+    def __init__(self, layout: str = "auto", every: int = 1) -> None:
+        super().__init__()
+        resolve_layout(layout, torch.zeros(1, 1))  # validates the name
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.layout = layout
+        self.every = every
+        self.blocks: list[str] = []
+        self._calls = -1
+        self._records: list[dict[str, list[float]]] = []
+        self._current: dict[str, list[float]] | None = None
+
+    def __repr__(self) -> str:
+        return f"SignalPropagationProbe(layout={self.layout!r}, every={self.every})"
+
+    def _attach(self, model: nn.Module) -> None:
+        blocks = find_blocks(model)
+        self.blocks = [n for n, _ in blocks]
+        self._keep(model.register_forward_pre_hook(self._start))
+        for i, (_, block) in enumerate(blocks):
+            self._keep(block.register_forward_hook(self._out_hook(i)))
+            if isinstance(block, Residual):
+                # drop_path's output is the branch exactly as it enters the add
+                self._keep(block.drop_path.register_forward_hook(self._branch_hook(i)))
+
+    def _start(self, _module: nn.Module, _args: Any) -> None:
+        self._calls += 1
+        if self._calls % self.every:
+            self._current = None
+            return
+        n = len(self.blocks)
+        nan = float("nan")
+        self._current = {"sq_mean": [nan] * n, "var": [nan] * n, "branch_var": [nan] * n}
+        self._records.append(self._current)
+
+    def _out_hook(self, i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if self._current is None or not isinstance(out, torch.Tensor):
+                return
+            layout = resolve_layout(self.layout, out, self.model)
+            sq, var = channel_stats(out, layout)
+            self._current["sq_mean"][i] = sq
+            self._current["var"][i] = var
+
+        return hook
+
+    def _branch_hook(self, i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            if self._current is None:
+                return
+            self._current["branch_var"][i] = channel_stats(
+                out, resolve_layout(self.layout, out, self.model)
+            )[1]
+
+        return hook
+
+    def collect(self) -> dict[str, Any]:
+        return {
+            "blocks": list(self.blocks),
+            "layout": self.layout,
+            "records": [dict(r) for r in self._records],
+        }
+
+
+def signal_propagation(
+    model: nn.Module, inputs: tuple[Any, ...], layout: str = "auto"
+) -> dict[str, Any]:
+    """Brock et al.'s statistics for one forward pass at the current weights (batch statistics
+    in batch-norm layers, nothing updated).
+
+    Returns:
+        ``blocks``, ``sq_mean``, ``var``, ``branch_var`` (lists over blocks) and ``layout``.
+    """
+    probe = SignalPropagationProbe(layout)
+    with batch_statistics(model), probe.attached(model), torch.no_grad():
+        model(*inputs)
+        rec = probe.collect()
+    last = rec["records"][-1]
+    return {"blocks": rec["blocks"], "layout": layout, **last}
