@@ -257,6 +257,7 @@ class RNNConfig:
     out_features: int = 1  # the adding problem's sum
     cell: str = "tanh"  # "tanh" (Elman: the cell that loses long-range gradients) or "gru"
     ks: tuple[int, ...] = (2,)  # temporal skips t-k -> t; () for none (the article's t -> t+2)
+    merge: str = "add"  # temporal merge: "add" (identity skip) or "average" (convex, bounded)
     readout: str = "last"  # "last": read h_T (sums, classes); "all": every step (copying)
     skip: bool = True  # False: plain twin, no temporal skip and no GRU carry
 
@@ -285,7 +286,7 @@ class RecurrentNet(nn.Module):
     def __init__(self, cfg: RNNConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        temporal = TemporalSkip(cfg.ks, skip=cfg.skip) if cfg.ks else None
+        temporal = TemporalSkip(cfg.ks, skip=cfg.skip, merge=cfg.merge) if cfg.ks else None
         self.rnn = SkipRNN(_CELL_FACTORIES[cfg.cell](cfg), temporal)
         self.head = nn.Linear(cfg.hidden_size, cfg.out_features)
         self.reset_parameters()

@@ -23,6 +23,8 @@ import torch
 from skiplab.nn._merge import check_same_shape
 from skiplab.nn.residual import SkipModule
 
+MERGES = ("add", "average")
+
 
 class TemporalSkip(SkipModule):
     """Merge a new recurrent state with the states ``k`` steps back, for every ``k`` in ``ks``.
@@ -39,13 +41,15 @@ class TemporalSkip(SkipModule):
         (``len(past) = t >= 1``). Returns ``(B, H)``.
     """
 
-    def __init__(self, ks: Sequence[int] = (2,), skip: bool = True) -> None:
+    def __init__(self, ks: Sequence[int] = (2,), skip: bool = True, merge: str = "add") -> None:
         super().__init__()
+        if merge not in MERGES:
+            raise ValueError(f"TemporalSkip merge must be one of {MERGES}, got {merge!r}")
+        self.merge = merge
         ks = tuple(int(k) for k in ks)
-        if not ks or any(k < 2 for k in ks) or len(set(ks)) != len(ks):
+        if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
             raise ValueError(
-                f"TemporalSkip ks must be distinct integers >= 2 (k = 1 is the recurrence "
-                f"itself), got {ks}"
+                f"TemporalSkip ks must be distinct integers >= 1, got {ks}"
             )
         self.ks = ks
         self.skip = skip
@@ -60,7 +64,9 @@ class TemporalSkip(SkipModule):
         if carried[0].shape != new.shape:
             check_same_shape(self, "new state + h_{t-k}", new, carried[0], "The cell must "
                              "return states of the shape it was given.")  # fmt: skip
+        if self.merge == "average":
+            return (new + torch.stack(carried).sum(0)) / (1 + len(carried))
         return new + torch.stack(carried).mean(0)
 
     def extra_repr(self) -> str:
-        return f"ks={self.ks}, skip={self.skip}"
+        return f"ks={self.ks}, merge={self.merge!r}, skip={self.skip}"
