@@ -12,8 +12,10 @@ from ._errors import DataError
 from .cifar import flip_crop, load_cifar10, read_cifar10_batch
 from .cora import CORA_PATH, load_cora
 from .digits import load_digits
+from .gaussians import GaussianMixture, grid_of_gaussians, ring_of_gaussians
 from .mnist import MNIST_FILES, MNIST_MEAN, MNIST_STD, load_mnist, md5sum, read_idx, verify_md5
 from .mnist1d import default_cache_dir, load_mnist1d
+from .segmentation import load_cells, load_mnist_segmentation, make_cells
 from .sequence import (
     COPY_BLANK,
     COPY_DELIMITER,
@@ -33,23 +35,29 @@ __all__ = [
     "MNIST_MEAN",
     "MNIST_STD",
     "DataError",
+    "GaussianMixture",
     "Splits",
     "adding_problem",
     "copy_memory",
     "default_cache_dir",
     "flip_crop",
     "get_dataset",
+    "grid_of_gaussians",
     "list_datasets",
+    "load_cells",
     "load_cifar10",
     "load_cora",
     "load_digits",
     "load_mnist",
     "load_mnist1d",
+    "load_mnist_segmentation",
+    "make_cells",
     "load_mnist1d_sequence",
     "md5sum",
     "read_cifar10_batch",
     "read_idx",
     "register_dataset",
+    "ring_of_gaussians",
     "sequence_copy",
     "sequence_reversal",
     "verify_md5",

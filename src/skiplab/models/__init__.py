@@ -1,11 +1,14 @@
 """The model zoo: every family registered, every model with its plain twin (``skip=False``)."""
 
 from skiplab.models import (  # noqa: F401  (registers the families)
+    gan,
+    gnn,
     mlp,
     resnet,
     rnn,
     seq2seq,
     transformer,
+    unet,
 )
 from skiplab.models._registry import (
     create_model,

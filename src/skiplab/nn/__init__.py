@@ -5,6 +5,7 @@ init parts, stochastic depth; see the submodules for the gated, concatenating an
 """
 
 from skiplab.nn._merge import SkipShapeError, check_same_shape, name_skips
+from skiplab.nn.concat import CropAdd, CropConcat, DenseConcat, LayerConcat, center_crop
 from skiplab.nn.gated import GatedSkip, Highway
 from skiplab.nn.residual import (
     DropPath,
@@ -26,6 +27,11 @@ from skiplab.nn.shortcut import PadShortcut, ProjectionShortcut, make_shortcut
 from skiplab.nn.temporal import TemporalSkip
 
 __all__ = [
+    "CropAdd",
+    "CropConcat",
+    "DenseConcat",
+    "LayerConcat",
+    "center_crop",
     "DropPath",
     "FixedScale",
     "GatedSkip",
