@@ -282,6 +282,61 @@ def train(
     )
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--data", "data_name", default="mnist1d", show_default=True, help="Dataset name.")
+@click.option(
+    "--probes",
+    "probe_spec",
+    default="all",
+    show_default=True,
+    help="'all' or a comma list of: skips, signal, gradflow, jacobian, paths, landscape, lesion.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Training before the landscape and lesion probes (0: analyse the untrained model).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("skiplab-runs/diagnose"),
+    show_default=True,
+)
+@STORE_OPTION
+def diagnose(
+    model: str, data_name: str, probe_spec: str, epochs: int, seed: int, out: Path,
+    store_path: Path,
+) -> None:  # fmt: skip
+    """Measure what the skips of MODEL do: a registry name or package.module:factory."""
+    import torch
+
+    from skiplab.data import get_dataset
+    from skiplab.models import create_model
+    from skiplab.report.diagnose import load_factory, parse_probes, run_diagnose
+
+    probes = parse_probes(probe_spec)
+    splits = get_dataset(data_name)
+    torch.manual_seed(seed)
+    if ":" in model:
+        net = load_factory(model)
+    else:
+        net = create_model(
+            model, num_classes=splits.num_classes, **_input_kwargs(model, splits.input_shape)
+        )
+    command = " ".join(["skiplab diagnose", model, "--data", data_name, "--probes", probe_spec,
+                        "--epochs", str(epochs), "--seed", str(seed)])  # fmt: skip
+    with Store(store_path) as store:
+        index = run_diagnose(
+            net, splits, name=model, probes=probes, out_dir=out, store=store, epochs=epochs,
+            seed=seed, command=command, log=_echo,
+        )  # fmt: skip
+    click.echo(f"report: {index.resolve()}")
+
+
 def _input_kwargs(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Arguments that adapt a registry model to the data's layout (1-D vs 2-D, MLP input)."""
     from skiplab.models import model_family

@@ -78,9 +78,10 @@ def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The blocks of ``model``, in forward order of registration.
 
     skiplab merges (:class:`~skiplab.nn.SkipModule`, active or a plain twin's) are the blocks
-    when there are any (outermost only); otherwise the children of the longest
-    ``nn.Sequential``/``nn.ModuleList`` (a hand-written transformer's ``blocks``); otherwise the
-    model's direct children.
+    when there are any (outermost only); otherwise the entries of the longest ``nn.ModuleList``
+    (a hand-written transformer's ``blocks``), or of the longest ``nn.Sequential`` if it is
+    longer than the list of the model's direct children with parameters, which are the blocks
+    otherwise (a U-Net's encoder and decoder stages).
     """
     found: list[tuple[str, nn.Module]] = []
     inside: list[str] = []
@@ -90,15 +91,19 @@ def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
             inside.append(name)
     if found:
         return found
-    containers = [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Sequential | nn.ModuleList) and len(m) > 1
+    children = [(n, m) for n, m in model.named_children() if any(True for _ in m.parameters())]
+    containers: list[tuple[str, Any]] = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList | nn.Sequential)
     ]
-    if containers:
-        name, best = max(containers, key=lambda nm: len(nm[1]))
-        return [(f"{name}.{i}" if name else str(i), child) for i, child in enumerate(best)]
-    return list(model.named_children())
+    lists = [(n, m) for n, m in containers if isinstance(m, nn.ModuleList) and len(m) > 1]
+    seqs = [(n, m) for n, m in containers if isinstance(m, nn.Sequential) and len(m) > 1]
+    for candidates in (lists, seqs):
+        if not candidates:
+            continue
+        name, best = max(candidates, key=lambda nm: len(nm[1]))
+        if candidates is lists or len(best) > len(children):
+            return [(f"{name}.{i}" if name else str(i), child) for i, child in enumerate(best)]
+    return children
 
 
 def resolve_layout(layout: str, t: torch.Tensor, model: nn.Module | None = None) -> str:

@@ -119,4 +119,28 @@ def signal_propagation(
         model(*inputs)
         rec = probe.collect()
     last = rec["records"][-1]
-    return {"blocks": rec["blocks"], "layout": layout, **last}
+    blocks = rec["blocks"]
+    if any(not isinstance(b, Residual) for _, b in find_blocks(model)):
+        _branches_from_trace(model, inputs, layout, blocks, last["branch_var"])
+    return {"blocks": blocks, "layout": layout, **last}
+
+
+def _branches_from_trace(
+    model: nn.Module, inputs: tuple[Any, ...], layout: str, blocks: list[str], out: list[float]
+) -> None:
+    """Branch variances of hand-written blocks from the traced graph: the branch of the last
+    residual merge inside each block (e.g. the MLP branch of a transformer block)."""
+    from skiplab.diagnostics.skips import find_skips
+
+    report = find_skips(model, inputs)
+    if report.traced is None:
+        return
+    by_name = {n.name: n for n in report.traced.graph.nodes}
+    for i, name in enumerate(blocks):
+        inside = [
+            m for m in report.merges
+            if m.kind == "residual" and (m.module == name or m.module.startswith(name + "."))
+        ]  # fmt: skip
+        if inside:
+            value = report.traced.values[by_name[inside[-1].branch]]
+            out[i] = channel_stats(value, resolve_layout(layout, value, model))[1]

@@ -1,0 +1,576 @@
+"""``skiplab diagnose``: every probe on one model, a page with one section per probe.
+
+Probes that describe the network at initialisation (skips, signal propagation, gradient flow,
+Jacobians, paths) run on the freshly built model; the model is then trained briefly with the
+gradient-flow probe attached, and the probes that need a trained model (loss landscape, lesions)
+run on the result. The numbers are stored as a run of kind ``diagnose``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skiplab import _plot
+from skiplab.claims import Figure, Table
+from skiplab.data import Splits
+from skiplab.diagnostics import (
+    GradientFlowProbe,
+    block_spectral_norms,
+    find_blocks,
+    find_skips,
+    gradient_flow_at_init,
+    graph_paths,
+    lesion_study,
+    loss_line,
+    loss_plane,
+    model_block_paths,
+    path_gradient_contribution,
+    plot_line,
+    plot_plane,
+    signal_propagation,
+)
+from skiplab.nn import Residual
+from skiplab.report.builder import _ENV, _write_atomic
+from skiplab.store import Store
+
+PROBES = ("skips", "signal", "gradflow", "jacobian", "paths", "landscape", "lesion")
+
+_ABOUT = {
+    "skips": "Every merge found in the traced graph: residual adds, concatenations and gated "
+    "mixes, with the per-example L2 norm of the branch and shortcut operands (at init, batch "
+    "statistics).",
+    "signal": "Brock et al. 2021: per block, average channel squared mean, average channel "
+    "variance of the block output, and variance of the residual branch, at init.",
+    "gradflow": "Gradient norm of each block's parameters at init and over training, and the "
+    "split of the gradient reaching each residual block's input between shortcut and branch.",
+    "jacobian": "Spectral norm of each block's input-output Jacobian (power iteration with "
+    "torch.func jvp/vjp, one example, batch statistics); 1 means the block neither amplifies "
+    "nor damps any input direction.",
+    "paths": "Veit et al. 2016: number and length distribution of input-output paths in the "
+    "traced graph (in weight layers) and in the block chain, and how much gradient paths of "
+    "each length carry.",
+    "landscape": "Li et al. 2018: loss along one and two filter-normalised random directions "
+    "around the trained weights, on a fixed batch (biases and norm parameters not moved).",
+    "lesion": "Veit et al. 2016: test accuracy after deleting each block (a residual block "
+    "keeps its shortcut; a plain block becomes the identity) and k random blocks at once.",
+}
+_TITLES = {
+    "skips": "Skips",
+    "signal": "Signal propagation",
+    "gradflow": "Gradient flow",
+    "jacobian": "Jacobian spectral norms",
+    "paths": "Paths",
+    "landscape": "Loss landscape",
+    "lesion": "Lesion study",
+}
+
+
+def parse_probes(spec: str | None) -> list[str]:
+    """Probe names from ``"all"`` or a comma list; unknown names raise listing the allowed."""
+    if spec is None or spec.strip().lower() == "all":
+        return list(PROBES)
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in PROBES]
+    if bad or not names:
+        raise ValueError(
+            f"unknown probe(s) {', '.join(bad) or '(none given)'}; allowed: all, {', '.join(PROBES)}"
+        )
+    return [p for p in PROBES if p in names]
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    about: str
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    wall_s: float = 0.0
+
+
+def run_diagnose(
+    model: nn.Module,
+    splits: Splits,
+    *,
+    name: str,
+    probes: list[str],
+    out_dir: Path,
+    store: Store,
+    epochs: int = 1,
+    seed: int = 0,
+    command: str = "",
+    log: Callable[[str], None] = lambda _m: None,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
+) -> Path:
+    """Run ``probes`` on ``model`` with data ``splits``, write ``out_dir/index.html``, store a run.
+
+    Args:
+        train_fn: ``train_fn(model, splits, epochs, seed)`` trains in place and returns the
+            final metrics (default :func:`train_briefly`); the gradient-flow probe is attached
+            meanwhile.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figdir = out_dir / "figures"
+    torch.manual_seed(seed)
+    xb, yb = splits.train.tensors[0][:128], splits.train.tensors[1][:128]
+    xt, yt = splits.test.tensors[0][:1000], splits.test.tensors[1][:1000]
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(xb[:2])
+    except Exception as err:
+        raise ValueError(
+            f"model {name!r} does not accept dataset {splits.name!r} inputs of shape "
+            f"{tuple(xb.shape[1:])} ({type(err).__name__}: {err}); pass a matching --data"
+        ) from err
+    model.train()
+    config = {"model": name, "data": splits.name, "probes": probes, "epochs": epochs, "seed": seed}
+    run_id = store.start_run(f"diagnose {name} on {splits.name}", "diagnose", config, seed=seed)
+    results: dict[str, Any] = {}
+    sections: list[Section] = []
+
+    def do(key: str, fn: Callable[[Section], None]) -> None:
+        if key not in probes:
+            return
+        sec = Section(key, _TITLES[key], _ABOUT[key])
+        log(f"diagnose: {key}")
+        t0 = time.perf_counter()
+        try:
+            fn(sec)
+        except Exception as err:  # one failing probe must not hide the others
+            sec.error = f"{type(err).__name__}: {err}"
+            results[f"{key}_error"] = traceback.format_exc(limit=6)
+        sec.wall_s = time.perf_counter() - t0
+        sections.append(sec)
+
+    try:
+        do("skips", lambda s: _skips(s, model, xb, results, figdir))
+        do("signal", lambda s: _signal(s, model, xb, results, figdir))
+        do("jacobian", lambda s: _jacobian(s, model, xb, results, figdir))
+        do("paths", lambda s: _paths(s, model, xb, yb, results, figdir))
+        probe = GradientFlowProbe(split=True) if "gradflow" in probes else None
+        init_flow = (
+            gradient_flow_at_init(model, (xb,), yb, F.cross_entropy) if probe is not None else {}
+        )
+        training = ""
+        train_fn = train_fn or train_briefly
+        if epochs > 0:
+            log(f"diagnose: training {epochs} epoch(s)")
+            if probe is not None:
+                with probe.attached(model):
+                    final = train_fn(model, splits, epochs, seed)
+            else:
+                final = train_fn(model, splits, epochs, seed)
+            results["training"] = final
+            training = (
+                f"Trained {epochs} epoch(s) on {splits.name} ({splits.num_train} examples): "
+                f"train loss {final.get('train_loss', math.nan):.4f}, "
+                f"test accuracy {final.get('test_acc', math.nan):.4f}."
+            )
+        do("gradflow", lambda s: _gradflow(s, init_flow, probe, results, figdir))
+        do("landscape", lambda s: _landscape(s, model, xb, yb, results, figdir))
+        do("lesion", lambda s: _lesion(s, model, xt, yt, results, figdir))
+    except BaseException as err:
+        store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    store.finish_run(run_id, "completed", results=results)
+    html = _ENV.get_template("diagnose.html").render(
+        model=name, data=splits.name, epochs=epochs, run_id=run_id, training=training,
+        params=sum(p.numel() for p in model.parameters()), sections=sections,
+        generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), store_path=str(store.path),
+        command=command,
+    )  # fmt: skip
+    index = out_dir / "index.html"
+    _write_atomic(index, html)
+    return index
+
+
+# -- one function per probe ---------------------------------------------------------------
+def _fig(figdir: Path, name: str, caption: str) -> Figure:
+    return Figure(f"figures/{name}", caption)
+
+
+def _skips(
+    sec: Section, model: nn.Module, x: torch.Tensor, res: dict[str, Any], figdir: Path
+) -> None:
+    report = find_skips(model, (x,))
+    res["skips"] = report.as_dict()
+    counts = res["skips"]["counts"]
+    sec.notes.append(
+        f"Found by {report.method}: {counts['residual']} residual add(s), {counts['concat']} "
+        f"concatenation(s), {counts['gated']} gated mix(es)."
+        + (f" {report.note}" if report.note else "")
+    )
+    rows = [
+        [m.kind, m.module or "(top)", m.shortcut, m.branch, m.shortcut_layers, m.branch_layers,
+         m.shortcut_norm, m.branch_norm, m.ratio]
+        for m in report.merges
+    ]  # fmt: skip
+    sec.tables.append(
+        Table(
+            "Merges", ["kind", "module", "shortcut", "branch", "layers (s)", "layers (b)",
+                       "|shortcut|", "|branch|", "|branch| / |shortcut|"], rows,
+            "layers: weight layers between the fork and the operand; norms are mean per-example L2",
+        )
+    )  # fmt: skip
+    if report.merges:
+        fig, axes = _plot.subplots(1, 1, width=max(5.0, 0.22 * len(report.merges) + 2), height=3.4)
+        ax = axes[0][0]
+        ratios = [m.ratio for m in report.merges]
+        colors = [
+            {"residual": _plot.RESIDUAL, "concat": "#2ca02c", "gated": "#9467bd"}[m.kind]
+            for m in report.merges
+        ]
+        ax.bar(range(len(ratios)), ratios, color=colors)
+        ax.axhline(1.0, color=_plot.REFERENCE, ls="--", lw=1)
+        ax.set(
+            xlabel="merge (forward order)",
+            ylabel="|branch| / |shortcut|",
+            title="branch-to-shortcut ratio per merge",
+        )
+        ax.set_yscale("log")
+        _plot.save(fig, figdir / "skips.png")
+        sec.figures.append(
+            _fig(
+                figdir,
+                "skips.png",
+                "Branch-to-shortcut norm ratio of every merge (log scale; blue residual, green concatenation, purple gated).",
+            )
+        )
+
+
+def _signal(
+    sec: Section, model: nn.Module, x: torch.Tensor, res: dict[str, Any], figdir: Path
+) -> None:
+    sp = signal_propagation(model, (x,))
+    res["signal"] = sp
+    fig, axes = _plot.subplots(1, 3, width=4.0, height=3.3)
+    idx = np.arange(1, len(sp["blocks"]) + 1)
+    for ax, key, label in zip(
+        axes[0], ("sq_mean", "var", "branch_var"),
+        ("average channel squared mean", "average channel variance", "residual branch variance"),
+    ):  # fmt: skip
+        vals = np.asarray(sp[key], dtype=float)
+        ax.plot(idx, vals, "o-", color=_plot.RESIDUAL, ms=3)
+        ax.set(title=label, xlabel="block")
+        finite = vals[np.isfinite(vals) & (vals > 0)]
+        if finite.size and finite.max() / finite.min() > 20:
+            ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+    _plot.save(fig, figdir / "signal.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "signal.png",
+            "Signal propagation plot at init (Brock et al. 2021), block outputs in forward order; branch variance is missing for blocks without a residual branch.",
+        )
+    )
+    sec.tables.append(Table("Per block", ["block", "squared mean", "variance", "branch variance"],
+                            [[b, s, v, bv] for b, s, v, bv in zip(sp["blocks"], sp["sq_mean"], sp["var"], sp["branch_var"])]))  # fmt: skip
+
+
+def _jacobian(
+    sec: Section, model: nn.Module, x: torch.Tensor, res: dict[str, Any], figdir: Path
+) -> None:
+    jac = block_spectral_norms(model, (x,), iters=15, tol=1e-3)
+    res["jacobian"] = jac
+    fig, axes = _plot.subplots(1, 1, width=6, height=3.3)
+    ax = axes[0][0]
+    ax.plot(range(1, len(jac["sigma"]) + 1), jac["sigma"], "o-", color=_plot.RESIDUAL, ms=3)
+    ax.axhline(1.0, color=_plot.REFERENCE, ls="--", lw=1, label="1 (norm-preserving)")
+    ax.set(
+        xlabel="block",
+        ylabel="sigma_max(dy/dx)",
+        title="block Jacobian spectral norms at init",
+        yscale="log",
+    )
+    ax.legend()
+    _plot.save(fig, figdir / "jacobian.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "jacobian.png",
+            "Largest singular value of each block's input-output Jacobian at init.",
+        )
+    )
+    if "network" in jac:
+        sec.notes.append(
+            f"Whole network (input to logits): spectral norm {jac['network']:.4g} after {jac['network_iterations']} power iterations."
+        )
+    sec.tables.append(
+        Table(
+            "Per block",
+            ["block", "sigma_max", "iterations"],
+            [list(r) for r in zip(jac["blocks"], jac["sigma"], jac["iterations"])],
+        )
+    )
+
+
+def _paths(
+    sec: Section,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    res: dict[str, Any],
+    figdir: Path,
+) -> None:
+    report = find_skips(model, (x[:2],))
+    out: dict[str, Any] = {}
+    panels = []
+    if report.traced is not None:
+        gp = graph_paths(report.traced)
+        out["graph"] = gp.as_dict()
+        panels.append(("computation graph", gp.as_dict()))
+        sec.notes.append(
+            f"Computation graph: {gp.total:.6g} input-output paths, length (weight layers) {gp.shortest}..{gp.longest}, mean {gp.mean:.2f}."
+        )
+    else:
+        sec.notes.append(f"No traced graph ({report.note}); block-chain paths only.")
+    has_residual = any(isinstance(b, Residual) for _, b in find_blocks(model))
+    if has_residual:
+        bp = model_block_paths(model)
+        out["blocks"] = bp.as_dict()
+        panels.append(("block chain", bp.as_dict()))
+        sec.notes.append(
+            f"Block chain: {bp.total:.6g} paths, mean length {bp.mean:.2f} blocks of {bp.longest}."
+        )
+    contrib = None
+    if any(isinstance(b, Residual) and b.shortcut is not None for b in model.modules()):
+        contrib = path_gradient_contribution(model, (x[:16],), y[:16], F.cross_entropy, samples=3)
+        out["gradient"] = contrib
+    res["paths"] = out
+    ncols = len(panels) + (1 if contrib else 0)
+    if ncols:
+        fig, axes = _plot.subplots(1, ncols, width=4.3, height=3.4)
+        for ax, (title, d) in zip(axes[0], panels):
+            counts = np.asarray(d["counts"], dtype=float)
+            ax.bar(np.arange(len(counts)), counts / counts.sum(), color=_plot.RESIDUAL)
+            ax.set(
+                title=f"{title}: {d['total']:.3g} paths",
+                xlabel=f"path length ({d['unit']})",
+                ylabel="fraction of paths",
+            )
+        if contrib:
+            ax = axes[0][-1]
+            tot = np.asarray(contrib["total"])
+            ax.bar(contrib["lengths"], tot / tot.sum(), color=_plot.RESIDUAL)
+            ax.set(
+                title="gradient contribution by path length",
+                xlabel="path length (blocks)",
+                ylabel="share of total gradient",
+            )
+        _plot.save(fig, figdir / "paths.png")
+        sec.figures.append(
+            _fig(
+                figdir,
+                "paths.png",
+                "Path-length distributions and, for residual blocks, the share of the input gradient carried by paths of each length (Veit et al. 2016, Fig. 6), at init.",
+            )
+        )
+
+
+def _gradflow(
+    sec: Section,
+    init: dict[str, Any],
+    probe: GradientFlowProbe | None,
+    res: dict[str, Any],
+    figdir: Path,
+) -> None:
+    trained = probe.collect() if probe is not None else {}
+    res["gradflow"] = {"init": init, "training": trained}
+    groups = init["groups"]
+    fig, axes = _plot.subplots(1, 2, width=5.0, height=3.5)
+    ax = axes[0][0]
+    ax.semilogy(
+        range(len(groups)), init["grad_norm"][0], "o-", color=_plot.RESIDUAL, label="init", ms=3
+    )
+    steps = trained.get("grad_norm", [])
+    if steps:
+        ax.semilogy(
+            range(len(groups)),
+            np.mean(steps[-5:], axis=0),
+            "s-",
+            color=_plot.PLAIN,
+            label="end of training (last 5 steps)",
+            ms=3,
+        )
+    ax.set(
+        title="parameter-gradient norm per block",
+        xlabel="group (0 = before blocks, last = after)",
+        ylabel="||dL/dW||",
+    )
+    ax.legend()
+    ax = axes[0][1]
+    if init.get("split_blocks"):
+        ax.semilogy(
+            init["shortcut_grad"][0], "o-", color=_plot.RESIDUAL, label="via shortcut", ms=3
+        )
+        ax.semilogy(init["branch_grad"][0], "s-", color=_plot.PLAIN, label="via branch", ms=3)
+        ax.set(
+            title="gradient reaching each block input, at init",
+            xlabel="residual block",
+            ylabel="norm",
+        )
+        ax.legend()
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "no skiplab Residual blocks:\nno shortcut/branch split",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+    _plot.save(fig, figdir / "gradflow.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "gradflow.png",
+            "Left: gradient norm of each block's parameters at init and at the end of the short training. Right: norm of the part of dL/dx that arrives through the shortcut and through the branch of each residual block.",
+        )
+    )
+    if steps:
+        sec.notes.append(f"Recorded {len(steps)} training step(s) with the probe attached.")
+
+
+def _landscape(
+    sec: Section,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    res: dict[str, Any],
+    figdir: Path,
+) -> None:
+    line = loss_line(model, F.cross_entropy, (x,), y, alphas=np.linspace(-1, 1, 31))
+    plane = loss_plane(model, F.cross_entropy, (x,), y, span=1.0, steps=15)
+    res["landscape"] = {"line": line.as_dict(), "plane": plane.as_dict()}
+    plot_line(
+        {"model": line.as_dict()},
+        figdir / "landscape_line.png",
+        "1-D loss along a filter-normalised direction",
+    )
+    plot_plane({"model": plane.as_dict()}, figdir / "landscape_plane.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "landscape_line.png",
+            "Loss along one filter-normalised direction (0 = trained weights).",
+        )
+    )
+    sec.figures.append(
+        _fig(
+            figdir,
+            "landscape_plane.png",
+            "Loss on the plane of two filter-normalised directions: contours and surface (log10 loss).",
+        )
+    )
+    z = np.asarray(plane.loss)
+    sec.notes.append(
+        f"Centre loss {z[z.shape[0] // 2, z.shape[1] // 2]:.4g}, grid max {np.nanmax(z):.4g}, on {len(x)} fixed training examples."
+    )
+
+
+def _lesion(
+    sec: Section,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    res: dict[str, Any],
+    figdir: Path,
+) -> None:
+    n_blocks = len(find_blocks(model))
+    ks = sorted({k for k in (1, 2, n_blocks // 4, n_blocks // 2) if k >= 1})
+    les = lesion_study(model, x, y, ks=ks, draws=4)
+    res["lesion"] = les.as_dict()
+    fig, axes = _plot.subplots(1, 2, width=5.0, height=3.4)
+    ax = axes[0][0]
+    names = list(les.single)
+    ax.plot(range(len(names)), [les.single[n] for n in names], "o-", color=_plot.RESIDUAL, ms=3)
+    ax.axhline(les.base, color=_plot.REFERENCE, ls="--", label=f"intact {les.base:.3f}")
+    ax.set(title="delete one block", xlabel="deleted block", ylabel="test accuracy", ylim=(0, 1))
+    ax.legend()
+    ax = axes[0][1]
+    if les.random:
+        kk = sorted(les.random)
+        ax.errorbar(
+            kk,
+            [np.mean(les.random[k]) for k in kk],
+            yerr=[np.std(les.random[k]) for k in kk],
+            fmt="o-",
+            color=_plot.RESIDUAL,
+            capsize=3,
+        )
+    ax.set(title="delete k random blocks", xlabel="k", ylabel="test accuracy", ylim=(0, 1))
+    _plot.save(fig, figdir / "lesion.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "lesion.png",
+            "Test accuracy after deleting one block (left) and k random blocks (right, mean and spread over draws).",
+        )
+    )
+    sec.tables.append(
+        Table(
+            "Delete one block",
+            ["block", "test accuracy", "change"],
+            [[n, a, a - les.base] for n, a in les.single.items()],
+        )
+    )
+    if les.not_deletable:
+        sec.notes.append(
+            f"Not deletable (shape-changing plain layers): {', '.join(les.not_deletable)}."
+        )
+
+
+def load_factory(spec: str) -> nn.Module:
+    """Build a model from ``package.module:factory`` (the current directory is importable, as
+    with ``python -m``)."""
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"model {spec!r}: expected a registry name or package.module:factory")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from err
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"model {spec!r}: {module_name} has no callable {attr!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model {spec!r}: the factory returned {type(model).__name__}, not an nn.Module"
+        )
+    return model
+
+
+def train_briefly(model: nn.Module, splits: Splits, epochs: int, seed: int) -> dict[str, Any]:
+    """Train ``model`` in place with skiplab's Trainer (SGD, cosine, lr 0.05) for the probes
+    that need a trained model; returns the last epoch's metrics."""
+    from skiplab.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, seed=seed, weight_decay=5e-4)
+    history = Trainer(model, cfg, progress=False).fit(splits.train, splits.test)
+    return dict(history.last)
