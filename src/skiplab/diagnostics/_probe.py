@@ -95,8 +95,8 @@ def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     containers: list[tuple[str, Any]] = [
         (n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList | nn.Sequential)
     ]
-    lists = [(n, m) for n, m in containers if isinstance(m, nn.ModuleList) and len(m) > 1]
-    seqs = [(n, m) for n, m in containers if isinstance(m, nn.Sequential) and len(m) > 1]
+    lists = [(n, list(m)) for n, m in containers if isinstance(m, nn.ModuleList) and len(m) > 1]
+    seqs = [(n, list(m)) for n, m in containers if isinstance(m, nn.Sequential) and len(m) > 1]
     for candidates in (lists, seqs):
         if not candidates:
             continue
