@@ -148,7 +148,8 @@ class Merge:
         module: qualified name of the module that performs it.
         shortcut: what the shortcut operand is (node name) and ``branch`` the branch operand.
         shortcut_layers, branch_layers: weight layers between the fork and each operand.
-        shortcut_norm, branch_norm: mean per-example L2 norm of each operand.
+        shortcut_norm, branch_norm: mean per-example L2 norm of each operand (for a gated mix,
+            of the two values the gates weigh).
         ratio: ``branch_norm / shortcut_norm``.
         shape: shape of the merge output.
     """
@@ -299,16 +300,27 @@ class _Graph:
         """A gate-weighted term: ``g * x`` with ``g`` (or ``1 - g``) from a sigmoid."""
         if n.op != "call_function" or n.target not in _MUL_FUNCS:
             return False
+        return any(self._is_gate_factor(a) for a in _tensor_args(n))
+
+    def ungated(self, n: fx.Node) -> fx.Node:
+        """The value a gate-weighted term ``g * v`` weighs (``n`` itself if not one)."""
+        if not self.is_gate(n):
+            return n
         for a in _tensor_args(n):
-            for m in (a, *self._near(a)):
-                if m.op == "call_function" and m.target in _GATE_FUNCS:
-                    return True
-                if m.op == "call_method" and m.target == "sigmoid":
-                    return True
-                if m.op == "call_module" and isinstance(
-                    self.t.root.get_submodule(str(m.target)), _GATE_MODULES
-                ):
-                    return True
+            if not self._is_gate_factor(a):
+                return a
+        return n
+
+    def _is_gate_factor(self, a: fx.Node) -> bool:
+        for m in (a, *self._near(a)):
+            if m.op == "call_function" and m.target in _GATE_FUNCS:
+                return True
+            if m.op == "call_method" and m.target == "sigmoid":
+                return True
+            if m.op == "call_module" and isinstance(
+                self.t.root.get_submodule(str(m.target)), _GATE_MODULES
+            ):
+                return True
         return False
 
     def _near(self, a: fx.Node) -> list[fx.Node]:
@@ -348,6 +360,10 @@ def merges_in(traced: Traced) -> list[Merge]:
         if hit is None:
             continue
         kind, ops = hit
+        if kind == "gated":
+            # compare what the gates weigh, not the gate-weighted terms: the gate itself is
+            # computed from both and would be their latest common ancestor
+            ops = [g.ungated(o) for o in ops]
         scored = []
         for i, a in enumerate(ops):
             for b in ops[i + 1 :]:
