@@ -319,7 +319,12 @@ class GradientHighway(Claim):
         if max(r_pl) > 1 > min(r_pl):
             direction = "changes direction between seeds"
         n = evidence.numbers
-        l24 = f"L=24 linear: residual min {n['linear_L24_residual_min']:.3g} >= {(1 - rho) ** 24:.3g}, plain max {n['linear_L24_plain_max']:.3g} <= {rho**24:.3g}"
+        l24 = (
+            f"L=24, rho={rho:g}: random W x residual min {n['linear_L24_residual_min']:.3g} vs "
+            f"bound {(1 - rho) ** 24:.3g}, plain max {n['linear_L24_plain_max']:.3g} vs "
+            f"{rho**24:.3g}; extremal W=-rho*I residual {n['worst_L24_residual_min']:.3g}, "
+            f"plain {n['worst_L24_plain_max']:.3g}"
+        )
         detail = (
             f"Bounded stacks: {'all bounds respected' if not broken else 'bounds broken'} "
             f"over L in {sorted(int(d) for d in next(iter(ratios.values())))} ({l24}). "
@@ -352,12 +357,12 @@ class GradientHighway(Claim):
             branch = BRANCH_LABELS.get(act, act)
             for row, kinds in ((0, ("residual", "plain")), (1, ("residual",))):
                 ax = axes[row][col]
-                ax.semilogy(grid, (1 + rho) ** grid, color=_plot.REFERENCE, ls=":",
+                ax.semilogy(grid, (1 + rho) ** grid, color=_plot.REFERENCE, ls=":", zorder=3,
                             label="(1+ρ)^L upper bound, residual")  # fmt: skip
-                ax.semilogy(grid, (1 - rho) ** grid, color=_plot.REFERENCE, ls="--",
+                ax.semilogy(grid, (1 - rho) ** grid, color=_plot.REFERENCE, ls="--", zorder=3,
                             label="(1-ρ)^L lower bound, residual")  # fmt: skip
                 if row == 0:
-                    ax.semilogy(grid, rho**grid, color=_plot.REFERENCE, ls="-.",
+                    ax.semilogy(grid, rho**grid, color=_plot.REFERENCE, ls="-.", zorder=3,
                                 label="ρ^L upper bound, plain")  # fmt: skip
                 for kind in kinds:
                     color = _plot.RESIDUAL if kind == "residual" else _plot.PLAIN
