@@ -27,7 +27,7 @@ def test_filter_normalisation_and_zeroed_biases_and_norms():
 
 
 def test_plane_matches_perturbed_copies_and_chunking():
-    model = _model()
+    model = _model().train()
     x, y = torch.randn(16, 1, 12), torch.randint(0, 3, (16,))
     plane = loss_plane(model, F.cross_entropy, (x,), y, span=0.5, steps=5, seed=3, chunk=4)
     gen = torch.Generator().manual_seed(3)
@@ -41,12 +41,12 @@ def test_plane_matches_perturbed_copies_and_chunking():
                 p.add_(a * d1[n] + b * d2[n])
             expected = F.cross_entropy(other(x), y).item()
         assert plane.loss[j][i] == pytest.approx(expected, rel=1e-4)
+    assert model.training  # evaluated in eval mode, the mode restored afterwards
     with torch.no_grad():
         centre = F.cross_entropy(model.eval()(x), y).item()
     assert plane.loss[2][2] == pytest.approx(centre, rel=1e-5)
     one = loss_plane(model, F.cross_entropy, (x,), y, span=0.5, steps=5, seed=3, chunk=1)
     np.testing.assert_allclose(one.loss, plane.loss, rtol=1e-5)
-    assert model.training is False or True  # the model's mode is restored by eval_mode
 
 
 def test_line_and_plot(tmp_path):
