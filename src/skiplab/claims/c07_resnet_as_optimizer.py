@@ -96,6 +96,11 @@ class PrimalDualStep(nn.Module):
         ``z = (y, l)``: ``(B, n + m)``; returns ``(B, n + m)``.
     """
 
+    q: torch.Tensor
+    c: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+
     def __init__(self, problem: EqualityQP, alpha: float, rho: float = RHO) -> None:
         super().__init__()
         self.n, self.alpha, self.rho = problem.n, float(alpha), float(rho)
@@ -338,7 +343,7 @@ class ResNetAsOptimizer(Claim):
                 rng = np.random.default_rng(seed)
                 qp = random_qp(n, m, rng)
                 cls, cls_null = random_constrained_least_squares(n, m, 4 * n, rng)
-                keep("cls_kkt_vs_nullspace", np.linalg.norm(cls.kkt()[:n] - cls_null))
+                keep("cls_kkt_vs_nullspace", float(np.linalg.norm(cls.kkt()[:n] - cls_null)))
                 for pname, problem in (("qp", qp), ("cls", cls)):
                     for skip in (True, False):
                         model = "residual" if skip else "plain"
