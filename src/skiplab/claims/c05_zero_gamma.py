@@ -298,7 +298,7 @@ class ZeroGammaClaim(Claim):
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         nets = evidence.series["nets"]
         runs = evidence.series["runs"]
-        fig, axes = _plot.subplots(1, len(nets) + 1, width=4.6, height=3.8)
+        fig, axes = _plot.subplots(1, len(nets) + 2, width=4.4, height=3.8)
         colors = {"standard": _plot.PLAIN, "zero-gamma": _plot.RESIDUAL}
         for ax, net in zip(axes[0], nets):
             styles = dict(zip(net["lrs"], ["-", "--", "-.", ":"] * 3))
@@ -313,11 +313,29 @@ class ZeroGammaClaim(Claim):
                         ax.plot(steps, c, styles[lr], color=colors[init], alpha=0.75, lw=1.2,
                                 label=label)  # fmt: skip
                         if r["diverged_at"] is not None and len(c):
-                            ax.plot(steps[-1], min(c[-1], 10), "x", color=colors[init], ms=9, mew=2)
+                            top = min(float(np.nan_to_num(c[-1], nan=1e4)), 1e4)
+                            ax.plot(steps[-1], top, "x", color=colors[init], ms=9, mew=2)
             ax.set_yscale("log")
             ax.set(title=f"{net['label']} on MNIST-1D (x: diverged)", xlabel="step",
-                   ylabel="training loss", ylim=(None, 10))  # fmt: skip
+                   ylabel="training loss (clipped at 1e4)", ylim=(None, 1e4))  # fmt: skip
             ax.legend(fontsize=7, ncol=2)
+        ax = axes[0][len(nets)]
+        for net, marker in zip(nets, ("o", "s")):
+            for init in INITS:
+                xs, ys = [], []
+                for lr in net["lrs"]:
+                    ok = [r["budget_loss"][-1] for r in runs if r["net"] == net["label"]
+                          and r["lr"] == lr and r["init"] == init and r["diverged_at"] is None]  # fmt: skip
+                    if ok:
+                        xs.append(lr)
+                        ys.append(float(np.mean(ok)))
+                ax.plot(xs, ys, marker + "-", color=colors[init], label=f"{net['label']}, {init}",
+                        mfc="none" if marker == "s" else colors[init])  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(title="loss at the end of the budget", xlabel="learning rate",
+               ylabel="mean training loss (runs that did not diverge)")  # fmt: skip
+        ax.legend(fontsize=7)
         ax = axes[0][-1]
         width = 0.38
         labels = []
@@ -337,7 +355,8 @@ class ZeroGammaClaim(Claim):
                 "zero_gamma.png",
                 "Training loss per step (every run; line style: learning rate; x: the run "
                 "diverged there) for the 100-layer residual MLP and ResNet-110 with the "
-                "standard init and with zero-gamma, and the fraction of runs that diverged per "
-                "learning rate.",
+                "standard init and with zero-gamma; the training loss at the end of the budget "
+                "against the learning rate (mean over the runs that did not diverge); and the "
+                "fraction of runs that diverged per learning rate.",
             )
         ]
