@@ -59,11 +59,19 @@ def test_temporal_skip_adds_the_mean_of_the_k_back_states():
     assert torch.equal(TemporalSkip(ks=(2,), skip=False)(new, past), new)
 
 
-@pytest.mark.parametrize("ks", [(), (1,), (2, 2), (0, 3)])
+@pytest.mark.parametrize("ks", [(), (0,), (2, 2), (-1, 3)])
 def test_temporal_skip_rejects_bad_ks(ks):
-    with pytest.raises(ValueError, match="distinct integers >= 2"):
+    with pytest.raises(ValueError, match="distinct integers >= 1"):
         TemporalSkip(ks=ks)
 
 
 def test_temporal_skip_repr_shows_ks():
     assert "ks=(2, 4)" in repr(TemporalSkip(ks=(2, 4)))
+
+
+def test_temporal_average_merge_is_convex_and_checked():
+    past = [torch.full((1, 2), 3.0), torch.full((1, 2), 6.0)]
+    out = TemporalSkip(ks=(2,), merge="average")(torch.zeros(1, 2), past)
+    torch.testing.assert_close(out, torch.full((1, 2), 1.5))
+    with pytest.raises(ValueError, match="merge must be one of"):
+        TemporalSkip(merge="concat")

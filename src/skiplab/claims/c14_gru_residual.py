@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from skiplab import _plot
 from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
 from skiplab.claims._stats import summarize
+from skiplab.claims.c03_rnn_temporal_skip import single_thread
 from skiplab.data import load_mnist1d_sequence
 from skiplab.models.rnn import GRU, GRUCell, RecurrentNet, RNNConfig
 
@@ -151,6 +152,10 @@ class GRUResidual(Claim):
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
 
     def run(self, ctx: Context) -> Evidence:
+        with single_thread():
+            return self._run(ctx)
+
+    def _run(self, ctx: Context) -> Evidence:
         lengths = ctx.pick(tiny=[10, 25], quick=[10, 25, 50, 100], full=[10, 25, 50, 100, 200])
         mnist_steps = ctx.pick(tiny=30, quick=1500, full=6000)
         mnist_hidden = ctx.pick(tiny=16, quick=64, full=128)
