@@ -143,10 +143,18 @@ def channel_stats(t: torch.Tensor, layout: str) -> tuple[float, float]:
         (average channel squared mean, average channel variance): ``mean_c(mean_n(x)^2)`` and
         ``mean_c(var_n(x))``, with ``n`` running over batch and positions.
     """
-    c = channels_first(t.detach().float(), layout)  # (C, N)
-    mean = c.mean(dim=1)
-    var = c.var(dim=1, unbiased=False)
-    return float((mean**2).mean()), float(var.mean())
+    sq, var = channel_stats_tensor(t, layout)
+    return float(sq), float(var)
+
+
+def channel_stats_tensor(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """:func:`channel_stats` as a 2-element tensor, without copying or synchronising."""
+    dims = {"NCHW": 4, "NCL": 3, "BTC": 3, "BC": 2}[layout]
+    if t.dim() != dims:
+        raise ValueError(f"layout {layout} needs a {dims}-D tensor, got shape {tuple(t.shape)}")
+    reduce = {"NCHW": (0, 2, 3), "NCL": (0, 2), "BTC": (0, 1), "BC": (0,)}[layout]
+    var, mean = torch.var_mean(t.detach().float(), dim=reduce, unbiased=False)  # (C,)
+    return torch.stack([(mean**2).mean(), var.mean()])
 
 
 @contextmanager

@@ -9,7 +9,7 @@ backward pass (at init or during training).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ class GradientFlowProbe(AbstractProbe):
         self.split_blocks: list[str] = []
         self._step = -1
         self._sq: dict[int, torch.Tensor] = {}
+        self._owner = torch.zeros(0, dtype=torch.long)
         self._split: dict[int, torch.Tensor] = {}
 
     def __repr__(self) -> str:
@@ -62,9 +63,12 @@ class GradientFlowProbe(AbstractProbe):
                 continue
             owner[id(p)] = len(self.groups) - 1 if seen_block else 0
         self._keep(model.register_forward_pre_hook(self._new_step))
-        for p in model.parameters():
-            if p.requires_grad:
-                self._keep(p.register_post_accumulate_grad_hook(self._norm_hook(owner[id(p)])))
+        params = [p for p in model.parameters() if p.requires_grad]
+        self._owner = torch.tensor([owner[id(p)] for p in params], dtype=torch.long)
+        # one hook per backward pass for all parameters, and one fused norm over their grads
+        self._keep(
+            torch.autograd.graph.register_multi_grad_hook(params, self._norms, mode="all")  # type: ignore[arg-type]
+        )
         if self.split:
             residuals = [(n, b) for n, b in blocks if isinstance(b, Residual) and b.shortcut]
             self.split_blocks = [n for n, _ in residuals]
@@ -76,15 +80,17 @@ class GradientFlowProbe(AbstractProbe):
     def _new_step(self, _module: nn.Module, _args: Any) -> None:
         self._step += 1
 
-    def _norm_hook(self, group: int) -> Callable[[torch.Tensor], None]:
-        def hook(p: torch.Tensor) -> None:
-            acc = self._sq.get(self._step)
-            if acc is None:
-                acc = self._sq[self._step] = torch.zeros(len(self.groups))
-            assert p.grad is not None
-            acc[group] += p.grad.detach().float().pow(2).sum().cpu()
-
-        return hook
+    def _norms(self, grads: Sequence[torch.Tensor | None]) -> None:
+        present = [(i, g) for i, g in enumerate(grads) if g is not None]
+        if not present:
+            return
+        norms = torch._foreach_norm([g.detach() for _, g in present])
+        sq = torch.stack(norms).float().cpu() ** 2
+        idx = self._owner[[i for i, _ in present]]
+        acc = self._sq.get(self._step)
+        if acc is None:
+            acc = self._sq[self._step] = torch.zeros(len(self.groups))
+        acc.index_add_(0, idx, sq)
 
     def _split_hook(self, block: int, path: int) -> Callable[..., None]:
         def hook(_m: nn.Module, grad_input: tuple[Any, ...], _grad_output: Any) -> None:

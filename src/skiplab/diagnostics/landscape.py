@@ -12,10 +12,13 @@ corresponding filter of ``theta``, ``d_i <- d_i / ||d_i|| * ||theta_i||``, and t
 biases and normalisation parameters (every parameter with <= 1 dimension) are set to zero, as
 the paper does.
 
-Evaluation never copies the model: every grid point is a call of
-``torch.func.functional_call`` with the shifted parameters, and grid points are batched with
-``torch.func.vmap`` (``chunk`` points at a time) so one batched forward computes many of them.
-The model is evaluated in eval mode on a fixed batch, without gradients.
+Evaluation never copies the model. With ``chunk=1`` (the default) the weights are moved in
+place to each grid point by three fused ``torch._foreach_*`` calls and restored bit for bit at
+the end (one copy of the weights is kept, not of the model); with ``chunk > 1`` grid points are
+batched with ``torch.func.vmap`` over ``torch.func.functional_call``, ``chunk`` points per
+batched forward. On a CPU the vmapped convolutions with per-point weights measured slower than
+the in-place loop (``bench/bench_landscape.py``), hence the default. The model is evaluated in
+eval mode on a fixed batch, in inference mode.
 """
 
 from __future__ import annotations
@@ -77,6 +80,34 @@ def _evaluator(
     return point
 
 
+def _evaluate_inplace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    directions: list[Direction],
+    coords: list[torch.Tensor],
+) -> np.ndarray:
+    names = [n for n, _ in model.named_parameters() if any(bool(d[n].any()) for d in directions)]
+    params = dict(model.named_parameters())
+    moving = [params[n] for n in names]
+    dirs = [[d[n] for n in names] for d in directions]
+    saved = [p.detach().clone() for p in moving]
+    flat = [c.reshape(-1).tolist() for c in coords]
+    out = []
+    try:
+        with torch.no_grad():
+            for point in zip(*flat):
+                torch._foreach_copy_(moving, saved)
+                for c, d in zip(point, dirs):
+                    torch._foreach_add_(moving, d, alpha=c)
+                out.append(loss_fn(model(*inputs), target))
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(moving, saved)
+    return torch.stack(out).reshape(coords[0].shape).cpu().numpy()
+
+
 def _evaluate(
     point: Callable[..., torch.Tensor], coords: list[torch.Tensor], chunk: int
 ) -> np.ndarray:
@@ -121,7 +152,7 @@ def loss_line(
     alphas: Any = None,
     direction: Direction | None = None,
     seed: int = 0,
-    chunk: int = 8,
+    chunk: int = 1,
 ) -> LossLine:
     """1-D landscape ``L(theta + a d)`` (Li et al. §3, with a filter-normalised ``d``).
 
@@ -129,14 +160,17 @@ def loss_line(
         alphas: the step sizes (default 41 points in [-1, 1]).
         direction: a direction per parameter name (default filter-normalised from ``seed``);
             pass ``{n: theta_end[n] - theta[n]}`` for the interpolation between two solutions.
-        chunk: grid points per batched forward.
+        chunk: grid points per vmapped forward; 1 moves the weights in place instead.
     """
     a = torch.as_tensor(
         np.linspace(-1, 1, 41) if alphas is None else np.asarray(alphas), dtype=torch.float32
     )
     d = direction or filter_normalized_direction(model, torch.Generator().manual_seed(seed))
     with eval_mode(model):
-        loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d]), [a], chunk)
+        if chunk == 1:
+            loss = _evaluate_inplace(model, loss_fn, inputs, target, [d], [a])
+        else:
+            loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d]), [a], chunk)
     return LossLine(a.tolist(), loss.tolist())
 
 
@@ -149,7 +183,7 @@ def loss_plane(
     span: float = 1.0,
     steps: int = 21,
     seed: int = 0,
-    chunk: int = 8,
+    chunk: int = 1,
 ) -> LossPlane:
     """2-D landscape on a ``steps x steps`` grid over ``[-span, span]^2`` (Li et al. §4).
 
@@ -157,7 +191,8 @@ def loss_plane(
         span: half-width of the grid in units of the filter-normalised directions.
         steps: grid points per axis (default 21).
         seed: seed of the two random directions.
-        chunk: grid points per batched forward (memory grows with it).
+        chunk: grid points per vmapped forward (memory grows with it); 1 (default) moves the
+            weights in place, point by point, and restores them.
     """
     gen = torch.Generator().manual_seed(seed)
     d1 = filter_normalized_direction(model, gen)
@@ -165,7 +200,10 @@ def loss_plane(
     grid = torch.linspace(-span, span, steps)
     bb, aa = torch.meshgrid(grid, grid, indexing="ij")  # (steps, steps): row j is ys[j]
     with eval_mode(model):
-        loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d1, d2]), [aa, bb], chunk)
+        if chunk == 1:
+            loss = _evaluate_inplace(model, loss_fn, inputs, target, [d1, d2], [aa, bb])
+        else:
+            loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d1, d2]), [aa, bb], chunk)
     return LossPlane(grid.tolist(), grid.tolist(), loss.tolist())
 
 

@@ -23,6 +23,7 @@ from skiplab.diagnostics._probe import (
     AbstractProbe,
     batch_statistics,
     channel_stats,
+    channel_stats_tensor,
     find_blocks,
     resolve_layout,
 )
@@ -50,8 +51,9 @@ class SignalPropagationProbe(AbstractProbe):
         self.every = every
         self.blocks: list[str] = []
         self._calls = -1
-        self._records: list[dict[str, list[float]]] = []
-        self._current: dict[str, list[float]] | None = None
+        self._records: list[dict[str, list[Any]]] = []
+        self._current: dict[str, list[Any]] | None = None
+        self._layouts: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return f"SignalPropagationProbe(layout={self.layout!r}, every={self.every})"
@@ -65,6 +67,13 @@ class SignalPropagationProbe(AbstractProbe):
             if isinstance(block, Residual):
                 # drop_path's output is the branch exactly as it enters the add
                 self._keep(block.drop_path.register_forward_hook(self._branch_hook(i)))
+
+    def _layout_of(self, t: torch.Tensor) -> str:
+        # resolved once per rank: "auto" looks through the model's modules
+        layout = self._layouts.get(t.dim())
+        if layout is None:
+            layout = self._layouts[t.dim()] = resolve_layout(self.layout, t, self.model)
+        return layout
 
     def _start(self, _module: nn.Module, _args: Any) -> None:
         self._calls += 1
@@ -80,10 +89,9 @@ class SignalPropagationProbe(AbstractProbe):
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             if self._current is None or not isinstance(out, torch.Tensor):
                 return
-            layout = resolve_layout(self.layout, out, self.model)
-            sq, var = channel_stats(out, layout)
-            self._current["sq_mean"][i] = sq
-            self._current["var"][i] = var
+            stats = channel_stats_tensor(out, self._layout_of(out))
+            self._current["sq_mean"][i] = stats[0]  # tensors until collect(): no sync per hook
+            self._current["var"][i] = stats[1]
 
         return hook
 
@@ -91,9 +99,7 @@ class SignalPropagationProbe(AbstractProbe):
         def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
             if self._current is None:
                 return
-            self._current["branch_var"][i] = channel_stats(
-                out, resolve_layout(self.layout, out, self.model)
-            )[1]
+            self._current["branch_var"][i] = channel_stats_tensor(out, self._layout_of(out))[1]
 
         return hook
 
@@ -101,7 +107,9 @@ class SignalPropagationProbe(AbstractProbe):
         return {
             "blocks": list(self.blocks),
             "layout": self.layout,
-            "records": [dict(r) for r in self._records],
+            "records": [
+                {k: [float(v) for v in vals] for k, vals in r.items()} for r in self._records
+            ],
         }
 
 
