@@ -90,7 +90,7 @@ def _evaluate_inplace(
 ) -> np.ndarray:
     names = [n for n, _ in model.named_parameters() if any(bool(d[n].any()) for d in directions)]
     params = dict(model.named_parameters())
-    moving = [params[n] for n in names]
+    moving: list[torch.Tensor] = [params[n] for n in names]
     dirs = [[d[n] for n in names] for d in directions]
     saved = [p.detach().clone() for p in moving]
     flat = [c.reshape(-1).tolist() for c in coords]
