@@ -225,6 +225,9 @@ class Degradation(Claim):
                                 )
                     if log:
                         ax.set_yscale("log")
+                        # eval-mode BN makes the first epochs' test loss of deep nets huge
+                        # (1e4); keep the axis on the training losses the claim is about
+                        ax.set_ylim(*_train_loss_range(histories[dataset]))
                     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                     ax.set(
                         title=f"{dataset}: {kind}",
@@ -239,7 +242,7 @@ class Degradation(Claim):
                     f"Training (thin, band: min-max over seeds) and test (bold) {metric} against "
                     "epoch, in the style of He et al. 2015 Fig. 4: plain networks left, residual "
                     f"right; green depth 20, red depth 56; {'geometric ' if log else ''}mean over "
-                    "seeds.",
+                    f"seeds.{' Test losses above ten times the largest training loss are cut off.' if log else ''}",
                 )
             )
         return out
@@ -305,6 +308,14 @@ def _summary_table(final: dict[str, dict[str, dict[str, list[float]]]]) -> Table
         ["dataset", "model", "train loss", "train error %", "test acc % (± sd)", "wall s / run"],
         rows,
     )
+
+
+def _train_loss_range(by_model: dict[str, list[dict[str, list[float]]]]) -> tuple[float, float]:
+    """Log-axis limits spanning every training loss of a dataset: half the least, ten times the
+    largest (the panels of one row share them)."""
+    values = [v for runs in by_model.values() for r in runs for v in r["train_loss"]]
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    return (0.5 * min(finite), 10 * max(finite)) if finite else (1e-3, 10.0)
 
 
 def _stack(curves: list[list[float]]) -> np.ndarray:
