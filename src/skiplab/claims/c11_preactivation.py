@@ -60,9 +60,9 @@ class Preactivation(Claim):
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
 
     def run(self, ctx: Context) -> Evidence:
-        depths = ctx.pick(tiny=[8, 14], quick=[20, 56], full=[20, 56, 110, 164])
-        epochs = ctx.pick(tiny=1, quick=6, full=40)
-        n_train = ctx.pick(tiny=512, quick=None, full=None)
+        depths = ctx.pick(tiny=[8, 32], quick=[20, 56], full=[20, 56, 110, 164])
+        epochs = ctx.pick(tiny=2, quick=6, full=40)
+        n_train = ctx.pick(tiny=1024, quick=None, full=None)
         splits = get_dataset("mnist1d").subset(n_train, ctx.pick(tiny=256, quick=None, full=None))
         probe_x = splits.train.tensors[0][:128]
         probe_y = splits.train.tensors[1][:128]

@@ -69,9 +69,9 @@ class LesionEnsemble(Claim):
 
     def run(self, ctx: Context) -> Evidence:
         depth = ctx.pick(tiny=14, quick=32, full=110)
-        epochs = ctx.pick(tiny=2, quick=8, full=60)
+        epochs = ctx.pick(tiny=4, quick=8, full=60)
         splits = get_dataset("mnist1d").subset(
-            ctx.pick(tiny=1024, quick=None, full=None), ctx.pick(tiny=500, quick=None, full=None)
+            ctx.pick(tiny=2000, quick=None, full=None), ctx.pick(tiny=500, quick=None, full=None)
         )
         xt, yt = splits.test.tensors
         ev = Evidence(seeds=ctx.seeds)
@@ -93,7 +93,7 @@ class LesionEnsemble(Claim):
                     Trainer(model, cfg, store=ctx.store, run_id=run_id, progress=ctx.progress).fit(
                         splits.train
                     )
-                    n_blocks = depth // 3  # (depth - 2) / 6 blocks per stage, three stages
+                    n_blocks = (depth - 2) // 2  # (depth - 2) / 6 blocks per stage, three stages
                     res = lesion_study(
                         model, xt, yt, ks=[1, 2, 4, n_blocks // 2], draws=5, seed=seed
                     )

@@ -1,0 +1,15 @@
+from skiplab.claims import reproduce, select_claims
+from skiplab.store import Store
+
+
+def test_small_world_holds_at_tiny_scale(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        (out,) = reproduce(select_claims("C08"), scale="tiny", store=store, workdir=tmp_path)
+        assert out.status == "holds", out.reason
+        n = store.latest_verdict("C08", "tiny").evidence["numbers"]
+    assert (n["chain_diameter"], n["shortcut_diameter"]) == (100.0, 50.0)
+    assert (n["chain_average"], n["shortcut_average"]) == (34.0, 25.5)
+    # ResNet-20: 9 blocks -> 2^9 paths of 2 + 2k layers; plain-20: one path of 20 layers
+    assert n["resnet20_paths_total"] == 512 and n["plain20_paths_total"] == 1
+    assert n["resnet20_paths_longest"] == n["plain20_paths_longest"] == 20
+    assert n["resnet20_paths_mean"] == 11.0 and n["resnet20_binomial_maxdiff"] < 1e-12
