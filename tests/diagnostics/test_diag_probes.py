@@ -143,3 +143,16 @@ def test_batch_statistics_restores_buffers_and_mode():
         assert model.training
         model(torch.randn(4, 3, 8, 8))
     assert not model.training and torch.equal(bn.running_mean, mean) and bn.track_running_stats
+
+
+def test_gradient_split_from_trace_matches_module_hooks():
+    from skiplab.diagnostics import gradient_split
+
+    torch.manual_seed(0)
+    model = create_model("resmlp", depth=6, width=16, in_features=6, num_classes=3)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    hooks = gradient_flow_at_init(model, (x,), y, nn.functional.cross_entropy)
+    traced = gradient_split(model, (x,), y, nn.functional.cross_entropy)
+    assert traced["modules"] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert traced["shortcut_grad"] == pytest.approx(hooks["shortcut_grad"][0], rel=1e-5)
+    assert traced["branch_grad"] == pytest.approx(hooks["branch_grad"][0], rel=1e-5)

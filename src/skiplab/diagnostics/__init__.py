@@ -1,5 +1,16 @@
 """Diagnostics that work on any nn.Module."""
 
+from skiplab.diagnostics._probe import (  # noqa: F401  (re-exported)
+    AbstractProbe,
+    batch_statistics,
+    channel_stats,
+    find_blocks,
+)
+from skiplab.diagnostics.gradflow import (  # noqa: F401
+    GradientFlowProbe,
+    gradient_flow_at_init,
+    gradient_split,
+)
 from skiplab.diagnostics.information import (  # noqa: F401  (re-exported)
     gaussian_channel_mi,
     gaussian_mi,
@@ -8,13 +19,6 @@ from skiplab.diagnostics.information import (  # noqa: F401  (re-exported)
     linear_block_mi,
     stacked_mutual_information,
 )
-from skiplab.diagnostics._probe import (  # noqa: F401  (re-exported)
-    AbstractProbe,
-    batch_statistics,
-    channel_stats,
-    find_blocks,
-)
-from skiplab.diagnostics.gradflow import GradientFlowProbe, gradient_flow_at_init  # noqa: F401
 from skiplab.diagnostics.jacobian import (  # noqa: F401
     SpectralNorm,
     block_spectral_norms,
@@ -32,7 +36,11 @@ from skiplab.diagnostics.landscape import (  # noqa: F401
     plot_plane,
 )
 from skiplab.diagnostics.lesion import LesionResult, lesion_study, lesioned  # noqa: F401
-from skiplab.diagnostics.oversmoothing import dirichlet_energy, mean_average_distance, oversmoothing_profile  # noqa: F401
+from skiplab.diagnostics.oversmoothing import (  # noqa: F401
+    dirichlet_energy,
+    mean_average_distance,
+    oversmoothing_profile,
+)
 from skiplab.diagnostics.paths import (  # noqa: F401
     PathStats,
     block_paths,

@@ -144,3 +144,60 @@ def gradient_flow_at_init(
         result = probe.collect()
     model.zero_grad(set_to_none=True)
     return result
+
+
+def gradient_split(
+    model: nn.Module,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> dict[str, Any]:
+    """Shortcut/branch split of the gradient at every residual add of *any* traceable model.
+
+    The traced graph is re-run with autograd; for each add ``m = s + b`` with fork ``x`` the
+    two shares of ``dL/dx`` are the vector-Jacobian products ``(ds/dx)^T dL/dm`` and
+    ``(db/dx)^T dL/dm``. Batch-norm layers use batch statistics and nothing is updated.
+
+    Returns:
+        ``merges`` (merge names), ``modules``, ``shortcut_grad`` and ``branch_grad`` (norms),
+        or ``{"error": ...}`` when the model does not trace.
+    """
+    import torch.fx as fx
+
+    from skiplab.diagnostics._probe import batch_statistics
+    from skiplab.diagnostics.skips import find_skips
+
+    report = find_skips(model, inputs)
+    if report.traced is None:
+        return {"error": report.note}
+    merges = [m for m in report.merges if m.kind == "residual"]
+    wanted = {n for m in merges for n in (m.name, m.shortcut, m.branch, m.fork)}
+    gm = fx.GraphModule(model, report.traced.graph)
+    env: dict[str, torch.Tensor] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.name in wanted and isinstance(out, torch.Tensor):
+                if n.op == "placeholder":
+                    out = out.detach().requires_grad_(True)
+                env[n.name] = out
+            return out
+
+    with batch_statistics(model):
+        loss = loss_fn(Recorder(gm).run(*inputs), target)
+        names = [m.name for m in merges]
+        g_merge = torch.autograd.grad(loss, [env[n] for n in names], retain_graph=True)
+        short, branch = [], []
+        for m, g in zip(merges, g_merge):
+            for op, acc in ((m.shortcut, short), (m.branch, branch)):
+                (gx,) = torch.autograd.grad(
+                    env[op], env[m.fork], grad_outputs=g, retain_graph=True, allow_unused=True
+                )
+                acc.append(0.0 if gx is None else float(gx.norm()))
+    return {
+        "merges": names,
+        "modules": [m.module for m in merges],
+        "shortcut_grad": short,
+        "branch_grad": branch,
+    }

@@ -152,6 +152,7 @@ class Merge:
             of the two values the gates weigh).
         ratio: ``branch_norm / shortcut_norm``.
         shape: shape of the merge output.
+        fork: the graph node both operands come from.
     """
 
     kind: str
@@ -165,6 +166,7 @@ class Merge:
     branch_norm: float
     ratio: float
     shape: list[int] = field(default_factory=list)
+    fork: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -365,11 +367,13 @@ def merges_in(traced: Traced) -> list[Merge]:
             # computed from both and would be their latest common ancestor
             ops = [g.ungated(o) for o in ops]
         scored = []
+        forks: dict[tuple[fx.Node, fx.Node], fx.Node] = {}
         for i, a in enumerate(ops):
             for b in ops[i + 1 :]:
                 fork = g.fork(a, b)
                 if fork is None:
                     continue
+                forks[(a, b)] = fork
                 la, lb = g.layers_between(fork, a), g.layers_between(fork, b)
                 if a is fork:
                     la = (0, 0)
@@ -377,10 +381,10 @@ def merges_in(traced: Traced) -> list[Merge]:
                     lb = (0, 0)
                 (short, ls), (branch, lbr) = sorted(((a, la), (b, lb)), key=lambda t: t[1])
                 if lbr[1] > 0 and ls < lbr and g.keeps_rank(fork, short):
-                    scored.append((short, ls, branch, lbr))
+                    scored.append((short, ls, branch, lbr, fork))
         if not scored:
             continue
-        short, ls, branch, lbr = max(scored, key=lambda s: s[3][1] - s[1][1])
+        short, ls, branch, lbr, fork = max(scored, key=lambda s: s[3][1] - s[1][1])
         sv, bv = traced.values[short], traced.values[branch]
         sn, bn = _per_example_norm(sv), _per_example_norm(bv)
         out = traced.values.get(node)
@@ -392,6 +396,7 @@ def merges_in(traced: Traced) -> list[Merge]:
                 shortcut_norm=sn, branch_norm=bn,
                 ratio=bn / sn if sn > 0 else math.inf,
                 shape=list(out.shape) if isinstance(out, torch.Tensor) else [],
+                fork=fork.name,
             )
         )  # fmt: skip
     return found

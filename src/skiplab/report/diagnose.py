@@ -31,6 +31,7 @@ from skiplab.diagnostics import (
     find_blocks,
     find_skips,
     gradient_flow_at_init,
+    gradient_split,
     graph_paths,
     lesion_study,
     loss_line,
@@ -166,6 +167,14 @@ def run_diagnose(
         init_flow = (
             gradient_flow_at_init(model, (xb,), yb, F.cross_entropy) if probe is not None else {}
         )
+        if probe is not None and not init_flow.get("split_blocks"):
+            # hand-written skips: the split from the traced graph instead of module hooks
+            split = gradient_split(model, (xb,), yb, F.cross_entropy)
+            if split.get("merges"):
+                init_flow.update(
+                    split_blocks=split["merges"], shortcut_grad=[split["shortcut_grad"]],
+                    branch_grad=[split["branch_grad"]],
+                )  # fmt: skip
         training = ""
         train_fn = train_fn or train_briefly
         if epochs > 0:
@@ -423,7 +432,7 @@ def _gradflow(
         ax.semilogy(init["branch_grad"][0], "s-", color=_plot.PLAIN, label="via branch", ms=3)
         ax.set(
             title="gradient reaching each block input, at init",
-            xlabel="residual block",
+            xlabel="residual merge (forward order)",
             ylabel="norm",
         )
         ax.legend()
