@@ -188,7 +188,8 @@ def gradient_split(
         loss = loss_fn(Recorder(gm).run(*inputs), target)
         names = [m.name for m in merges]
         g_merge = torch.autograd.grad(loss, [env[n] for n in names], retain_graph=True)
-        short, branch = [], []
+        short: list[float] = []
+        branch: list[float] = []
         for m, g in zip(merges, g_merge):
             for op, acc in ((m.shortcut, short), (m.branch, branch)):
                 (gx,) = torch.autograd.grad(
