@@ -309,8 +309,8 @@ class GRUResidual(Claim):
         for i, length in enumerate(lengths):
             m = [np.mean(norms[f"{z}|{length}"]) for z in GATES]
             color = _plot.PALETTE[i % len(_plot.PALETTE)]
-            ax.loglog(zs, np.maximum(m, 1e-30), "o-", color=color, label=f"GRU, T={length}")
-            ax.loglog(zs, np.maximum((1 - zs) ** length, 1e-30), ":", color=color)
+            ax.loglog(zs, np.maximum(m, 1e-300), "o-", color=color, label=f"GRU, T={length}")
+            ax.loglog(zs, np.maximum((1 - zs) ** length, 1e-300), ":", color=color)
         ax.set(title="gradient through time vs gate z\n(dotted: (1-z)^T, the skip alone)",
                xlabel="z (weight of the candidate)", ylabel="||dh_T / dh_0||_2")  # fmt: skip
         ax.legend(fontsize=8)
@@ -322,7 +322,7 @@ class GRUResidual(Claim):
             ("plain twin, learned gate", "plain_learned", _plot.PALETTE[3]),
         ):
             m = [np.mean(norms[f"{key}|{length}"]) for length in lengths]
-            ax.semilogy(lengths, np.maximum(m, 1e-30), "o-", color=color, label=label)
+            ax.semilogy(lengths, np.maximum(m, 1e-300), "o-", color=color, label=label)
         ax.set(title="gradient through time vs T", xlabel="T (steps)", ylabel="||dh_T / dh_0||_2")
         ax.legend(fontsize=8)
         ax = axes[0][2]
