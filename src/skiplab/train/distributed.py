@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -72,8 +73,32 @@ def init_distributed(device: str | torch.device = "cpu") -> DistInfo:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=BACKENDS[device.type])
+        _join(BACKENDS[device.type], world)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def _join(backend: str, world: int) -> None:
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None or "MASTER_ADDR" not in os.environ:
+        dist.init_process_group(backend=backend)
+        return
+    # After `torchrun --max-restarts` restarts the workers, the agent's key-value store still
+    # holds the dead attempt's gloo addresses under the same keys, and the new ranks connect to
+    # ports nobody listens on (measured: "connectFullMesh failed ... Connection refused", then
+    # a hang). A prefix per attempt gives every attempt fresh keys.
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size=world,
+        is_master=False,
+        timeout=timedelta(minutes=10),
+    )
+    dist.init_process_group(
+        backend=backend,
+        store=dist.PrefixStore(f"skiplab/attempt{restart}/", store),
+        rank=int(os.environ["RANK"]),
+        world_size=world,
+    )
 
 
 def current() -> DistInfo:
