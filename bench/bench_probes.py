@@ -32,7 +32,7 @@ def _steps(
     return (time.perf_counter() - t0) / STEPS
 
 
-def measure(split: bool, every: int) -> dict[str, Any]:
+def measure(split: bool, every: int, grad_every: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model("resnet20", dim=1, in_channels=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -41,7 +41,8 @@ def measure(split: bool, every: int) -> dict[str, Any]:
     bare, probed = [], []
     for _ in range(ROUNDS):
         bare.append(_steps(model, opt, x, y))
-        grad, sig = GradientFlowProbe(split=split), SignalPropagationProbe(every=every)
+        grad = GradientFlowProbe(split=split, every=grad_every)
+        sig = SignalPropagationProbe(every=every)
         with grad.attached(model), sig.attached(model):
             probed.append(_steps(model, opt, x, y))
     b, p = statistics.median(bare), statistics.median(probed)
@@ -50,12 +51,13 @@ def measure(split: bool, every: int) -> dict[str, Any]:
 
 def main() -> list[dict[str, Any]]:
     rows = []
-    for split, every, label in (
-        (False, 10, "grad norms every step, signal every 10th"),
-        (False, 1, "grad norms and signal every step"),
-        (True, 10, "+ shortcut/branch split every step"),
+    for split, every, grad_every, label in (
+        (False, 10, 10, "both recording every 10th step"),
+        (False, 10, 1, "grad norms every step, signal every 10th"),
+        (False, 1, 1, "grad norms and signal every step"),
+        (True, 10, 1, "+ shortcut/branch split every step"),
     ):
-        m = measure(split, every)
+        m = measure(split, every, grad_every)
         rows.append(
             {
                 "benchmark": f"probes on ResNet-20 training step ({label})",

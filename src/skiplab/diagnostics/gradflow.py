@@ -29,6 +29,7 @@ class GradientFlowProbe(AbstractProbe):
     Args:
         split: also record the shortcut/branch split of the input gradient of every skiplab
             ``Residual`` block (full backward hooks, which cost more than the norm hooks).
+        every: record one backward pass in ``every`` (default 1: all).
 
     Returns (``collect()``):
         ``groups`` (names), ``grad_norm`` (steps x groups: L2 norm of the group's parameter
@@ -36,9 +37,12 @@ class GradientFlowProbe(AbstractProbe):
         (steps x blocks: norm of each path's share of ``dL/dx``).
     """
 
-    def __init__(self, split: bool = True) -> None:
+    def __init__(self, split: bool = True, every: int = 1) -> None:
         super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.split = split
+        self.every = every
         self.groups: list[str] = []
         self.split_blocks: list[str] = []
         self._step = -1
@@ -47,7 +51,7 @@ class GradientFlowProbe(AbstractProbe):
         self._split: dict[int, torch.Tensor] = {}
 
     def __repr__(self) -> str:
-        return f"GradientFlowProbe(split={self.split})"
+        return f"GradientFlowProbe(split={self.split}, every={self.every})"
 
     def _attach(self, model: nn.Module) -> None:
         blocks = find_blocks(model)
@@ -81,6 +85,8 @@ class GradientFlowProbe(AbstractProbe):
         self._step += 1
 
     def _norms(self, grads: Sequence[torch.Tensor | None]) -> None:
+        if self._step % self.every:
+            return
         present = [(i, g) for i, g in enumerate(grads) if g is not None]
         if not present:
             return
@@ -95,7 +101,7 @@ class GradientFlowProbe(AbstractProbe):
     def _split_hook(self, block: int, path: int) -> Callable[..., None]:
         def hook(_m: nn.Module, grad_input: tuple[Any, ...], _grad_output: Any) -> None:
             g = grad_input[0]
-            if g is None:
+            if g is None or self._step % self.every:
                 return
             acc = self._split.get(self._step)
             if acc is None:
