@@ -52,7 +52,7 @@ def test_diagnose_hand_written_factory(tmp_path, monkeypatch, factory, data, kin
     monkeypatch.chdir(ROOT)  # ``examples`` is importable from the working directory, as with -m
     out, db = tmp_path / "diag", tmp_path / "s.sqlite"
     code = main(["diagnose", f"examples.custom_models:{factory}", "--data", data,
-                 "--probes", "skips,signal,jacobian", "--epochs", "0",
+                 "--probes", "skips,signal,jacobian,gradflow", "--epochs", "0",
                  "--out", str(out), "--store", str(db)])  # fmt: skip
     assert code == 0
     with Store(db) as store:

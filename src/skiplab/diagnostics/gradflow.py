@@ -177,6 +177,8 @@ def gradient_split(
     if report.traced is None:
         return {"error": report.note}
     merges = [m for m in report.merges if m.kind == "residual"]
+    if not merges:
+        return {"merges": [], "modules": [], "shortcut_grad": [], "branch_grad": []}
     wanted = {n for m in merges for n in (m.name, m.shortcut, m.branch, m.fork)}
     gm = fx.GraphModule(model, report.traced.graph)
     env: dict[str, torch.Tensor] = {}

@@ -169,7 +169,11 @@ def run_diagnose(
         )
         if probe is not None and not init_flow.get("split_blocks"):
             # hand-written skips: the split from the traced graph instead of module hooks
-            split = gradient_split(model, (xb,), yb, F.cross_entropy)
+            try:
+                split = gradient_split(model, (xb,), yb, F.cross_entropy)
+            except Exception as err:  # the probe section says so; the others go on
+                split = {"error": f"{type(err).__name__}: {err}"}
+                results["gradient_split_error"] = split["error"]
             if split.get("merges"):
                 init_flow.update(
                     split_blocks=split["merges"], shortcut_grad=[split["shortcut_grad"]],
@@ -543,7 +547,7 @@ def _lesion(
     )
     if les.not_deletable:
         sec.notes.append(
-            f"Not deletable (shape-changing plain layers): {', '.join(les.not_deletable)}."
+            f"Not deletable (output shape differs from input, no shortcut): {', '.join(les.not_deletable)}."
         )
 
 
