@@ -156,22 +156,24 @@ def oversmoothing_profile(
     modules: Iterable[tuple[str, nn.Module]] | None = None,
     *,
     input_energy: bool = True,
+    mad: bool = True,
 ) -> list[dict[str, Any]]:
     """Dirichlet energy and MAD of the input and of every hooked layer's output.
+
+    Args:
+        input_energy: also measure the input features (as layer 0).
+        mad: also compute the all-pairs MAD, ``O(N^2 C)`` per layer (``nan`` when False).
 
     Returns:
         One dict per layer ``{"layer", "name", "energy", "mad"}``; layer 0 is the input
         features when ``input_energy`` is True.
     """
-    rows = []
+    feats = layer_features(model, (x, edge_index), modules)
     if input_energy:
-        rows.append(
-            {"layer": 0, "name": "input", "energy": dirichlet_energy(x, edge_index),
-             "mad": mean_average_distance(x)}
-        )  # fmt: skip
-    for i, (name, h) in enumerate(layer_features(model, (x, edge_index), modules), start=1):
-        rows.append(
-            {"layer": i, "name": name, "energy": dirichlet_energy(h, edge_index),
-             "mad": mean_average_distance(h)}
-        )  # fmt: skip
-    return rows
+        feats.insert(0, ("input", x))
+    start = 0 if input_energy else 1
+    return [
+        {"layer": i, "name": name, "energy": dirichlet_energy(h, edge_index),
+         "mad": mean_average_distance(h) if mad else float("nan")}
+        for i, (name, h) in enumerate(feats, start=start)
+    ]  # fmt: skip

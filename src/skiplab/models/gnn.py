@@ -312,12 +312,6 @@ register_family_example("gnn", _example_graph)
 
 
 @register_model
-def gcn(**kwargs: Any) -> GNN:
-    """GCN (Kipf & Welling 2017): two GCN layers, 64 hidden (Cora: ~81% test accuracy)."""
-    return _gnn(**{"variant": "plain", **kwargs})
-
-
-@register_model
 def resgcn(**kwargs: Any) -> GNN:
     """ResGCN (Li et al. 2019): ``H + relu(BN(GCN(H)))`` blocks, 8 layers."""
     return _gnn(**{"variant": "res", "num_layers": 8, **kwargs})

@@ -230,12 +230,6 @@ def unet_additive(**kwargs: Any) -> UNet:
     return _unet(**{"merge": "add", **kwargs})
 
 
-@register_model(example=_example_valid)
-def unet_plain(**kwargs: Any) -> UNet:
-    """The plain twin: the U-Net encoder-decoder with no long skips."""
-    return _unet(**{"skip": False, **kwargs})
-
-
 @register_model(example=lambda: (torch.randn(2, 1, 44, 44),))
 def unet_small(**kwargs: Any) -> UNet:
     """A 2-level, 16-channel valid U-Net for CPU experiments (44x44 in, 4x4 out; 92 -> 52)."""
