@@ -154,7 +154,6 @@ class ZeroGammaClaim(Claim):
             model = create_model(net["name"], branch_init=ZeroGamma(), **net["kwargs"])
             exact, total = identity_blocks(model, x_all[:64])
             identity[net["label"]] = [exact, total]
-            # whole stack: with identity shortcuts throughout, the blocks give back their input
             ev.numbers[f"{net['label']}_identity_blocks"] = exact
             ev.numbers[f"{net['label']}_blocks"] = total
             steps_per_epoch = math.ceil(net["n_train"] / 128)
