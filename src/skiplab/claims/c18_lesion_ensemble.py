@@ -175,11 +175,11 @@ class LesionEnsemble(Claim):
         ax = axes[0][0]
         for kind, color in (("residual", _plot.RESIDUAL), ("plain", _plot.PLAIN)):
             for i, les in enumerate(lesions[kind]):
-                names = list(les["single"])
-                idx = [int(n.rsplit(".", 1)[-1]) for n in names]
+                # stored JSON sorts keys as strings ("blocks.10" < "blocks.2"): order by index
+                pts = sorted((int(n.rsplit(".", 1)[-1]), a) for n, a in les["single"].items())
                 ax.plot(
-                    idx,
-                    list(les["single"].values()),
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
                     "o-",
                     color=color,
                     ms=3,
