@@ -141,7 +141,7 @@ def block_gradient_norms(
 class GradientHighway(Claim):
     id = "C02"
     slug = "gradient-highway"
-    title = "The skip is a gradient highway: (1-rho)^L survives, a plain stack can keep rho^L"
+    title = "The skip is a gradient highway: (1-rho)^L survives, a plain stack can fall to rho^L"
     statement = (
         "dL/dx = dL/dy (I + dF/dx); through L blocks the gradient keeps at least (1-rho)^L "
         "(0.08 for L = 24, rho = 0.1) while a plain stack can fall like rho^L."
