@@ -100,10 +100,11 @@ def block_spectral_norms(
 ) -> dict[str, Any]:
     """Spectral norm of every block's input-output Jacobian, and of the whole network.
 
-    Batch-norm layers use batch statistics (nothing updated); with ``per_example`` only the
-    first example is used, so the Jacobian is that of one input (no coupling through the
-    batch statistics of other examples is then possible: the batch is that one example
-    repeated is *not* used; BN over a single example's positions still works for conv nets).
+    Batch-norm layers use batch statistics (nothing updated). With ``per_example`` (default)
+    only the first example is used, so the result is the Jacobian of one input's map (batch
+    normalisation then normalises over that example's positions); otherwise the Jacobian is
+    that of the whole batch, coupled through the batch statistics (also the fallback when a
+    single example cannot run, e.g. ``BatchNorm1d`` on ``(1, C)``).
 
     Returns:
         ``blocks`` (names), ``sigma`` (per block), ``iterations`` (per block), and ``network``
@@ -118,7 +119,11 @@ def block_spectral_norms(
     first = tuple(a[:1] if per_example and isinstance(a, torch.Tensor) else a for a in inputs)
     try:
         with batch_statistics(model), torch.no_grad():
-            model(*first)
+            try:
+                model(*first)
+            except ValueError:  # BatchNorm on (1, C) has no batch statistics: use the batch
+                first = tuple(inputs)
+                model(*first)
     finally:
         for h in handles:
             h.remove()
