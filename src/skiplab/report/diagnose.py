@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from skiplab import _plot
@@ -280,6 +281,7 @@ def _signal(
         vals = np.asarray(sp[key], dtype=float)
         ax.plot(idx, vals, "o-", color=_plot.RESIDUAL, ms=3)
         ax.set(title=label, xlabel="block")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         finite = vals[np.isfinite(vals) & (vals > 0)]
         if finite.size and finite.max() / finite.min() > 20:
             ax.set_yscale("log")
@@ -313,6 +315,7 @@ def _jacobian(
         yscale="log",
     )
     ax.legend()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _plot.save(fig, figdir / "jacobian.png")
     sec.figures.append(
         _fig(
