@@ -18,7 +18,7 @@ the end (one copy of the weights is kept, not of the model); with ``chunk > 1`` 
 batched with ``torch.func.vmap`` over ``torch.func.functional_call``, ``chunk`` points per
 batched forward. On a CPU the vmapped convolutions with per-point weights measured slower than
 the in-place loop (``bench/bench_landscape.py``), hence the default. The model is evaluated in
-eval mode on a fixed batch, in inference mode.
+eval mode on a fixed batch, without gradients.
 """
 
 from __future__ import annotations
