@@ -76,19 +76,38 @@ def reproduce(
     claim_spec: str, scale: str, seeds: int | None, out: Path, force: bool, device: str,
     store_path: Path,
 ) -> None:  # fmt: skip
-    """Run the claims, store verdicts, and write the HTML report."""
+    """Run the claims, store verdicts, and write the HTML report.
+
+    Under torchrun every rank runs the same claims (their training runs use DDP) and rank 0
+    alone writes the store and the report; the other ranks record into a private scratch copy.
+    """
     from skiplab.claims import reproduce as run_claims
     from skiplab.claims import select_claims
     from skiplab.report import build_report
+    from skiplab.train.distributed import cleanup, env_world_size, init_distributed
 
     claims = select_claims(claim_spec)
-    with Store(store_path) as store:
-        outcomes = run_claims(
-            claims, scale=scale, store=store, workdir=store_path.parent / "work",
-            seeds=seeds, force=force, device=device, progress=sys.stderr.isatty(), log=_echo,
-        )  # fmt: skip
-        errors = {o.claim.id: o.reason for o in outcomes if o.status == "error"}
-        index = build_report(store, out, scale=scale, errors=errors)
+    dist_info = init_distributed(device) if env_world_size() > 1 else None
+    main_rank = dist_info is None or dist_info.is_main
+    scratch = None if main_rank else _scratch_store(store_path)
+    if dist_info is not None:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank starts from the same store state: same claims skipped
+    try:
+        with Store(scratch or store_path) as store:
+            outcomes = run_claims(
+                claims, scale=scale, store=store, workdir=(scratch or store_path).parent / "work",
+                seeds=seeds, force=force, device=str(dist_info.device) if dist_info else device,
+                progress=sys.stderr.isatty() and main_rank, log=_echo if main_rank else None,
+            )  # fmt: skip
+            errors = {o.claim.id: o.reason for o in outcomes if o.status == "error"}
+            if not main_rank:
+                return
+            index = build_report(store, out, scale=scale, errors=errors)
+    finally:
+        if dist_info is not None:
+            cleanup()
     click.echo(f"report: {index.resolve()}")
     if errors:
         raise UserError(f"{len(errors)} claim(s) raised an error: {', '.join(sorted(errors))}")
@@ -350,6 +369,21 @@ def _input_kwargs(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
             n *= d
         return {"in_features": n}
     return {}
+
+
+def _scratch_store(store_path: Path) -> Path:
+    """A private copy of the store for a non-zero rank (so it skips what rank 0 skips)."""
+    import sqlite3
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="skiplab-rank-")) / "scratch.sqlite"
+    if store_path.is_file():
+        src, dst = sqlite3.connect(store_path), sqlite3.connect(path)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+    return path
 
 
 def _safe(name: str) -> str:
