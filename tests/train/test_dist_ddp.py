@@ -147,3 +147,24 @@ def test_torchrun_max_restarts_completes_from_checkpoint_after_rank_killed(tmp_p
         (done,) = s.runs(status="completed")
         assert done.config["world_size"] == 2
         assert len(s.metrics(done.id, "train_loss")) == 4  # restored epochs re-logged
+
+
+def test_reproduce_under_torchrun_rank0_writes_each_run_once(tmp_path):
+    store = tmp_path / "s.sqlite"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "skiplab.cli"]
+    cmd += ["reproduce", "--claims", "C09", "--scale", "tiny", "--store", str(store)]
+    cmd += ["--out", str(tmp_path / "report")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "report" / "index.html").is_file()
+    with Store(store) as s:
+        runs = s.runs(claim="C09")
+        verdict = s.latest_verdict("C09", "tiny")
+        assert verdict is not None and len(s.latest_verdicts()) == 1
+        names = [r.name for r in runs]
+        assert len(runs) >= 2 and len(names) == len(set(names))  # rank 1 wrote nothing here
+        assert sorted(verdict.run_ids) == sorted(r.id for r in runs)
+        assert all(r.status == "completed" for r in runs)
+        assert all(len(s.metrics(r.id)) > 0 for r in runs)
