@@ -108,6 +108,10 @@ def reproduce(
     finally:
         if dist_info is not None:
             cleanup()
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch.parent, ignore_errors=True)
     click.echo(f"report: {index.resolve()}")
     if errors:
         raise UserError(f"{len(errors)} claim(s) raised an error: {', '.join(sorted(errors))}")
