@@ -35,3 +35,13 @@ def test_plain_gcn_energy_decays_with_depth_while_gcnii_keeps_it():
     assert len(prof_plain) == 33 and prof_plain[0]["name"] == "input"
     assert prof_plain[-2]["energy"] < 1e-3 * prof_plain[1]["energy"]
     assert prof_init[-1]["energy"] > 0.05 * prof_init[1]["energy"]
+
+
+def test_rayleigh_quotient_is_scale_free_and_zero_at_the_fixed_point():
+    from skiplab.diagnostics.oversmoothing import rayleigh_quotient
+
+    ei = _path(5)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    assert abs(rayleigh_quotient(x, ei) - rayleigh_quotient(1e3 * x, ei)) < 1e-9
+    deg = torch.tensor([2.0, 3.0, 3.0, 3.0, 2.0])  # with self-loops
+    assert rayleigh_quotient(deg.sqrt().unsqueeze(1).repeat(1, 2), ei) < 1e-12

@@ -2,8 +2,16 @@ import pytest
 import torch
 from torch import nn
 
-from skiplab.nn import CropAdd, CropConcat, DenseConcat, LayerConcat, SkipShapeError, count_skips
-from skiplab.nn import center_crop, name_skips
+from skiplab.nn import (
+    CropAdd,
+    CropConcat,
+    DenseConcat,
+    LayerConcat,
+    SkipShapeError,
+    center_crop,
+    count_skips,
+    name_skips,
+)
 
 
 def test_dense_concat_keeps_input_channels_and_plain_twin_drops_them():

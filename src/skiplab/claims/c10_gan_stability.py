@@ -117,14 +117,14 @@ class GANStability(Claim):
 
     def run(self, ctx: Context) -> Evidence:
         depths = ctx.pick(tiny=(2, 8), quick=(2, 4, 8, 16), full=(2, 4, 8, 16, 32))
-        train_blocks = ctx.pick(tiny=4, quick=8, full=16)
-        steps = ctx.pick(tiny=60, quick=1000, full=10000)
+        train_blocks = ctx.pick(tiny=4, quick=6, full=16)
+        steps = ctx.pick(tiny=60, quick=600, full=10000)
         hidden = ctx.pick(tiny=32, quick=64, full=256)
         ev = Evidence(seeds=ctx.seeds)
         init: dict[str, dict[str, list[dict[str, float]]]] = {"residual": {}, "plain": {}}
         for seed in ctx.seeds:
             with ctx.run(f"C10 gradient at init seed {seed}", {"depths": list(depths)}, seed=seed):
-                x = ring_of_gaussians().sample(256, torch.Generator().manual_seed(seed))
+                x = ring_of_gaussians().sample(128, torch.Generator().manual_seed(seed))
                 for depth in depths:
                     for arm, skip in (("residual", True), ("plain", False)):
                         torch.manual_seed(seed)
@@ -194,7 +194,7 @@ class GANStability(Claim):
                     "plain gain",
                 ],
                 rows,
-                f"hidden {hidden}, spectral norm on every layer, 256 samples of the ring; c is "
+                f"hidden {hidden}, spectral norm on every layer, 128 samples of the ring; c is "
                 "the largest branch-Jacobian spectral norm of a sample's blocks.",
             )
         )

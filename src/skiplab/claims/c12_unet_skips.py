@@ -110,7 +110,7 @@ class UNetSkips(Claim):
         levels = ctx.pick(tiny=2, quick=2, full=3)
         width = ctx.pick(tiny=8, quick=16, full=32)
         size = ctx.pick(tiny=60, quick=92, full=132)
-        steps = ctx.pick(tiny=30, quick=200, full=3000)
+        steps = ctx.pick(tiny=30, quick=150, full=3000)
         batch = ctx.pick(tiny=4, quick=4, full=8)
         n_train, n_test = ctx.pick(tiny=(16, 8), quick=(64, 24), full=(512, 128))
         out_side = output_size(size, levels, "valid")

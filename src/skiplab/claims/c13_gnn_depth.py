@@ -102,8 +102,8 @@ class GNNDepth(Claim):
     criterion = (
         "Holds when (1) the 2-layer GCN baseline reaches at least 79% mean test accuracy; (2) "
         "the plain GCN collapses: at the deepest depth its mean accuracy is at least 20 points "
-        "below its best depth and its last-layer Dirichlet energy is at least 100x below "
-        "GCNII's; (3) the initial-residual network keeps its accuracy: at the deepest depth "
+        "below its best depth and its last layer's Rayleigh quotient tr(X^T (I-P) X) / tr(X^T X) "
+        "(scale-free Dirichlet energy) is at least 10x below GCNII's; (3) the initial-residual network keeps its accuracy: at the deepest depth "
         "within 5 points of its own best and above the plain GCN on every seed; and (4) at "
         "least one of res/res+ beats the plain GCN at the deepest depth on every seed. Fails "
         "when (2) or (3) is measured false; inconclusive when only (1) or (4) misses."
@@ -134,7 +134,7 @@ class GNNDepth(Claim):
         base_epochs = ctx.pick(tiny=20, quick=200, full=200)
         depths = ctx.pick(tiny=(2, 8), quick=(2, 4, 8, 16, 32, 64), full=(2, 4, 8, 16, 32, 64))
         hidden = ctx.pick(tiny=16, quick=32, full=64)
-        epochs = ctx.pick(tiny=15, quick=80, full=400)
+        epochs = ctx.pick(tiny=15, quick=60, full=400)
         eval_every = ctx.pick(tiny=3, quick=4, full=1)
         ev = Evidence(seeds=ctx.seeds)
 
@@ -154,6 +154,7 @@ class GNNDepth(Claim):
 
         acc: dict[str, dict[str, list[float]]] = {v: {} for v in VARIANTS}
         energy: dict[str, dict[str, list[list[float]]]] = {v: {} for v in VARIANTS}
+        rq: dict[str, dict[str, list[list[float]]]] = {v: {} for v in VARIANTS}
         seconds: dict[str, float] = {}
         for variant in VARIANTS:
             for depth in depths:
@@ -180,8 +181,9 @@ class GNNDepth(Claim):
                         ctx.store.finish_run(rid, "completed", results=res)
                     acc[variant].setdefault(str(depth), []).append(res["test"])
                     energy[variant].setdefault(str(depth), []).append([r["energy"] for r in prof])
+                    rq[variant].setdefault(str(depth), []).append([r["rq"] for r in prof])
                 seconds[f"{variant}@{depth}"] = time.perf_counter() - t0
-        ev.series.update(acc=acc, energy=energy, depths=list(depths), seconds=seconds)
+        ev.series.update(acc=acc, energy=energy, rq=rq, depths=list(depths), seconds=seconds)
 
         deepest = str(depths[-1])
         for v in VARIANTS:
@@ -190,6 +192,7 @@ class GNNDepth(Claim):
             ev.numbers[f"energy_last_{v}_L{deepest}"] = float(
                 np.mean([e[-1] for e in energy[v][deepest]])
             )
+            ev.numbers[f"rq_last_{v}_L{deepest}"] = float(np.mean([e[-1] for e in rq[v][deepest]]))
 
         ev.tables.append(
             Table(
@@ -237,11 +240,13 @@ class GNNDepth(Claim):
             )
         ev.tables.append(
             Table(
-                "Dirichlet energy per node of the last layer's output after training",
+                "Dirichlet energy per node / Rayleigh quotient of the last layer's output after "
+                "training",
                 ["model", *(f"{d} layers" for d in depths)],
                 erows,
-                "GCN-normalised, E(X) = tr(X^T (I - P) X) / N; the input features have "
-                f"{energy['plain'][deepest][0][0]:.3g}.",
+                "GCN-normalised, E(X) = tr(X^T (I - P) X) / N, and the scale-free "
+                "RQ(X) = tr(X^T (I - P) X) / tr(X^T X) (0: oversmoothed); the input features "
+                f"have {energy['plain'][deepest][0][0]:.3g} / {rq['plain'][deepest][0][0]:.3g}.",
             )
         )
         if ctx.scale != "full":
@@ -254,7 +259,7 @@ class GNNDepth(Claim):
         return ev
 
     def decide(self, evidence: Evidence) -> Verdict:
-        acc, energy = evidence.series["acc"], evidence.series["energy"]
+        acc = evidence.series["acc"]
         depths = [str(d) for d in evidence.series["depths"]]
         deepest = depths[-1]
         base = float(np.mean(evidence.series["baseline"]))
@@ -264,9 +269,10 @@ class GNNDepth(Claim):
 
         plain_best = max(mean("plain", d) for d in depths)
         plain_drop = plain_best - mean("plain", deepest)
-        e_plain = float(np.mean([e[-1] for e in energy["plain"][deepest]]))
-        e_init = float(np.mean([e[-1] for e in energy["initial"][deepest]]))
-        collapses = plain_drop >= 0.20 and e_plain * 100 <= e_init
+        rq = evidence.series["rq"]
+        e_plain = float(np.mean([e[-1] for e in rq["plain"][deepest]]))
+        e_init = float(np.mean([e[-1] for e in rq["initial"][deepest]]))
+        collapses = plain_drop >= 0.20 and e_plain * 10 <= e_init
         init_best = max(mean("initial", d) for d in depths)
         keeps = mean("initial", deepest) >= init_best - 0.05 and min(acc["initial"][deepest]) > max(
             acc["plain"][deepest]
@@ -280,7 +286,7 @@ class GNNDepth(Claim):
             f"{100 * mean('plain', deepest):.1f}% (best {100 * plain_best:.1f}%), res "
             f"{100 * mean('res', deepest):.1f}%, res+ {100 * mean('res+', deepest):.1f}%, "
             f"initial {100 * mean('initial', deepest):.1f}% (best {100 * init_best:.1f}%), jk "
-            f"{100 * mean('jk', deepest):.1f}%; last-layer Dirichlet energy plain {e_plain:.2g} "
+            f"{100 * mean('jk', deepest):.1f}%; last-layer Rayleigh quotient plain {e_plain:.2g} "
             f"vs initial {e_init:.2g}."
         )
         if not collapses or not keeps:
@@ -296,7 +302,7 @@ class GNNDepth(Claim):
         return Verdict("holds", f"{', '.join(res_beats)} and initial beat plain. {detail}")
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        acc, energy = evidence.series["acc"], evidence.series["energy"]
+        acc, rq = evidence.series["acc"], evidence.series["rq"]
         depths = evidence.series["depths"]
         fig, axes = _plot.subplots(1, 2, width=5.2, height=4.0)
         ax = axes[0][0]
@@ -323,10 +329,11 @@ class GNNDepth(Claim):
         ax = axes[0][1]
         deepest = str(depths[-1])
         for v in VARIANTS:
-            curves = np.asarray(energy[v][deepest])  # (seeds, L + 1)
+            curves = np.asarray(rq[v][deepest])  # (seeds, L + 1)
             ax.semilogy(np.maximum(curves.mean(0), 1e-30), color=COLORS[v], label=LABELS[v])
-        ax.set(title=f"Dirichlet energy per layer, {deepest}-layer networks (trained)",
-               xlabel="layer (0 = input features)", ylabel="Dirichlet energy per node")  # fmt: skip
+        ax.set(title=f"oversmoothing per layer, {deepest}-layer networks (trained)",
+               xlabel="layer (0 = input features)",
+               ylabel="Dirichlet energy / ||X||^2 (Rayleigh quotient)")  # fmt: skip
         ax.legend(fontsize=7)
         _plot.save(fig, outdir / "gnn_depth.png")
         return [
@@ -334,7 +341,7 @@ class GNNDepth(Claim):
                 "gnn_depth.png",
                 "Left: Cora test accuracy (mean ± std over seeds) against depth for each "
                 "variant, with GCNII's published GCN and GCNII curves (Chen et al. 2020, Table "
-                "3). Right: Dirichlet energy of each layer's output in the deepest networks "
-                "after training; the plain GCN's energy falls toward 0 (oversmoothing).",
+                "3). Right: scale-free Dirichlet energy (Rayleigh quotient) of each layer's "
+                "output in the deepest networks after training; toward 0 is oversmoothing.",
             )
         ]

@@ -24,7 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["dirichlet_energy", "layer_features", "mean_average_distance", "oversmoothing_profile"]
+__all__ = [
+    "dirichlet_energy",
+    "layer_features",
+    "mean_average_distance",
+    "oversmoothing_profile",
+    "rayleigh_quotient",
+]
 
 
 def _check(x: torch.Tensor, edge_index: torch.Tensor) -> None:
@@ -62,6 +68,17 @@ def dirichlet_energy(x: torch.Tensor, edge_index: torch.Tensor, normalized: bool
     diff = x[src] - x[dst]  # (E, C)
     # Each undirected edge appears twice, hence the 1/2.
     return float(0.5 * diff.pow(2).sum() / x.shape[0])
+
+
+def rayleigh_quotient(x: torch.Tensor, edge_index: torch.Tensor) -> float:
+    """Scale-free oversmoothing: ``tr(X^T (I - P) X) / tr(X^T X)`` in [0, 2].
+
+    The Dirichlet energy scales with ``||X||^2``, so networks whose features differ in size
+    cannot be compared by it; the quotient can. It is 0 exactly when every column of ``X`` is
+    proportional to ``D^1/2 1``, the fixed point of repeated GCN propagation.
+    """
+    norm = float(x.detach().double().pow(2).sum()) / x.shape[0]
+    return dirichlet_energy(x, edge_index) / norm if norm > 0 else 0.0
 
 
 @torch.no_grad()
@@ -165,7 +182,8 @@ def oversmoothing_profile(
         mad: also compute the all-pairs MAD, ``O(N^2 C)`` per layer (``nan`` when False).
 
     Returns:
-        One dict per layer ``{"layer", "name", "energy", "mad"}``; layer 0 is the input
+        One dict per layer ``{"layer", "name", "energy", "rq", "mad"}`` (``rq``: the
+        :func:`rayleigh_quotient`); layer 0 is the input
         features when ``input_energy`` is True.
     """
     feats = layer_features(model, (x, edge_index), modules)
@@ -174,6 +192,7 @@ def oversmoothing_profile(
     start = 0 if input_energy else 1
     return [
         {"layer": i, "name": name, "energy": dirichlet_energy(h, edge_index),
+         "rq": rayleigh_quotient(h, edge_index),
          "mad": mean_average_distance(h) if mad else float("nan")}
         for i, (name, h) in enumerate(feats, start=start)
     ]  # fmt: skip
