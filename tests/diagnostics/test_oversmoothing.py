@@ -42,6 +42,6 @@ def test_rayleigh_quotient_is_scale_free_and_zero_at_the_fixed_point():
 
     ei = _path(5)
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
-    assert abs(rayleigh_quotient(x, ei) - rayleigh_quotient(1e3 * x, ei)) < 1e-9
+    assert abs(rayleigh_quotient(x, ei) - rayleigh_quotient(1e3 * x, ei)) < 1e-6
     deg = torch.tensor([2.0, 3.0, 3.0, 3.0, 2.0])  # with self-loops
     assert rayleigh_quotient(deg.sqrt().unsqueeze(1).repeat(1, 2), ei) < 1e-12
