@@ -134,8 +134,8 @@ class GNNDepth(Claim):
         base_epochs = ctx.pick(tiny=20, quick=200, full=200)
         depths = ctx.pick(tiny=(2, 8), quick=(2, 4, 8, 16, 32, 64), full=(2, 4, 8, 16, 32, 64))
         hidden = ctx.pick(tiny=16, quick=32, full=64)
-        epochs = ctx.pick(tiny=15, quick=60, full=400)
-        eval_every = ctx.pick(tiny=3, quick=4, full=1)
+        epochs = ctx.pick(tiny=15, quick=50, full=400)
+        eval_every = ctx.pick(tiny=3, quick=5, full=1)
         ev = Evidence(seeds=ctx.seeds)
 
         # The Kipf & Welling baseline over 10 seeds.
