@@ -218,8 +218,9 @@ class UNetSkips(Claim):
             ax.bar(xs + (i - 1) * 0.27, means, 0.27, yerr=sds, capsize=3, color=COLORS[name],
                    label=LABELS[name])  # fmt: skip
         ax.set_xticks(xs, ["Dice", "IoU", "boundary F1"])
-        ax.set(title="held-out scores (mean ± std over seeds)", ylim=(0, 1), ylabel="score")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set(title="held-out scores (mean ± std over seeds)", ylim=(0, 1.3), ylabel="score")
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
         ax = axes[0][1]
         for name in VARIANTS:
             for j, c in enumerate(evidence.series["curves"][name]):
