@@ -149,6 +149,7 @@ def test_torchrun_max_restarts_completes_from_checkpoint_after_rank_killed(tmp_p
         assert len(s.metrics(done.id, "train_loss")) == 4  # restored epochs re-logged
 
 
+@pytest.mark.slow  # ~30 s alone, over a minute on a busy 2-core machine
 def test_reproduce_under_torchrun_rank0_writes_each_run_once(tmp_path):
     store = tmp_path / "s.sqlite"
     torchrun = Path(sys.executable).with_name("torchrun")
