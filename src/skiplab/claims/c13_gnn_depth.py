@@ -238,7 +238,12 @@ class GNNDepth(Claim):
         erows = []
         for v in VARIANTS:
             erows.append(
-                [LABELS[v]] + [f"{np.mean([e[-1] for e in energy[v][str(d)]]):.3g}" for d in depths]
+                [LABELS[v]]
+                + [
+                    f"{np.mean([e[-1] for e in energy[v][str(d)]]):.3g} / "
+                    f"{np.mean([e[-1] for e in rq[v][str(d)]]):.3g}"
+                    for d in depths
+                ]
             )
         ev.tables.append(
             Table(
