@@ -10,11 +10,11 @@ from skiplab.data import Splits, get_dataset, list_datasets
 
 
 def test_list_datasets_sorted():
-    assert list_datasets() == ["digits", "mnist", "mnist1d"]
+    assert list_datasets() == ["cifar10", "digits", "mnist", "mnist1d"]
 
 
 def test_unknown_name_lists_known_ones():
-    with pytest.raises(ValueError, match=r"'imagenet'.*digits, mnist, mnist1d"):
+    with pytest.raises(ValueError, match=r"'imagenet'.*cifar10, digits, mnist, mnist1d"):
         get_dataset("imagenet")
 
 
