@@ -167,10 +167,6 @@ def test_report_in_headless_chromium(served_report, browser, name, width, height
             elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
                 errors.append(str(params.get("args")))
             elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-                # The browser's own /favicon.ico probe is not the page's doing (opened as a
-                # file, a report makes no such request); every other failed load counts.
-                if params["entry"].get("url", "").endswith("/favicon.ico"):
-                    continue
                 errors.append(params["entry"]["text"] + " " + params["entry"].get("url", ""))
     finally:
         dt.close()
