@@ -48,9 +48,7 @@ class TemporalSkip(SkipModule):
         self.merge = merge
         ks = tuple(int(k) for k in ks)
         if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
-            raise ValueError(
-                f"TemporalSkip ks must be distinct integers >= 1, got {ks}"
-            )
+            raise ValueError(f"TemporalSkip ks must be distinct integers >= 1, got {ks}")
         self.ks = ks
         self.skip = skip
 
