@@ -1,17 +1,5 @@
-import pytest
-import torch
-
 from skiplab.claims import reproduce, select_claims
 from skiplab.store import Store
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_small_world_holds_at_tiny_scale(tmp_path):

@@ -1,19 +1,9 @@
 import pytest
-import torch
 
 from skiplab.claims import reproduce, select_claims
 from skiplab.claims._base import Evidence
 from skiplab.claims.c18_lesion_ensemble import LesionEnsemble, retained
 from skiplab.store import Store
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_lesions_hurt_the_plain_twin_more_at_tiny_scale(tmp_path):

@@ -2,20 +2,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from skiplab.cli import main
 from skiplab.store import Store
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,15 +7,6 @@ from skiplab.models import create_model
 from skiplab.nn import Residual
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_power_iteration_matches_exact_on_small_nets():
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 4))

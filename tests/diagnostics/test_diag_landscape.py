@@ -9,15 +9,6 @@ from skiplab.diagnostics import filter_normalized_direction, loss_line, loss_pla
 from skiplab.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model():
     torch.manual_seed(0)
     return create_model("resnet20", dim=1, in_channels=1, num_classes=3)

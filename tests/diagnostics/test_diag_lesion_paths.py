@@ -21,15 +21,6 @@ from skiplab.diagnostics.lesion import accuracy, deletable_blocks
 from skiplab.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_lesioned_residual_keeps_shortcut_and_restores():
     torch.manual_seed(0)
     model = create_model("resnet20", dim=1, in_channels=1).eval()

@@ -11,16 +11,6 @@ from skiplab.diagnostics import find_skips
 from skiplab.models import create_model
 from skiplab.nn import Residual
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second intra-op thread only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -19,6 +19,7 @@ from skiplab.claims._base import (
     register_claim,
     reproduce,
     select_claims,
+    single_thread,
 )
 
 for _info in pkgutil.iter_modules(__path__):
@@ -38,4 +39,5 @@ __all__ = [
     "register_claim",
     "reproduce",
     "select_claims",
+    "single_thread",
 ]

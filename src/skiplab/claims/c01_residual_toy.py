@@ -186,18 +186,12 @@ class ResidualToy(Claim):
             f"steps to 1e-6 plain {_steps(steps_p)} vs residual {_steps(steps_r)} "
             f"over {len(steps_p)} seed(s)."
         )
-        if plain_saddle and res_min and faster:
-            return Verdict("holds", detail)
-        missing = [
-            name
-            for name, ok in (
-                ("plain saddle", plain_saddle),
-                ("residual minimum", res_min),
-                ("faster descent", faster),
-            )
-            if not ok
-        ]
-        return Verdict("fails", f"not observed: {', '.join(missing)}. {detail}")
+        checks = (
+            ("plain saddle", plain_saddle),
+            ("residual minimum", res_min),
+            ("faster descent", faster),
+        )
+        return Verdict.from_checks(checks, detail)
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.3, height=3.8)

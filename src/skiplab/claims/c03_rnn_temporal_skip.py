@@ -11,8 +11,6 @@ then whether it buys accuracy on the adding problem as the sequences grow.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import (
+    Claim,
+    Context,
+    Evidence,
+    Figure,
+    Table,
+    Verdict,
+    register_claim,
+    single_thread,
+)
 from skiplab.claims._stats import summarize
 from skiplab.data import adding_problem
 from skiplab.models.rnn import RecurrentNet, RNNConfig
@@ -36,22 +43,6 @@ VARIANTS: dict[str, tuple[tuple[int, ...], str]] = {
 TRAINED = ("plain", "skip k=2", "skip k=2 (average)")
 BASELINE_MSE = 1.0 / 6.0  # predicting the mean sum, 1: Var(U(0,1) + U(0,1))
 SOLVED = 0.5  # "solves" the task: test MSE below half the baseline
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block, then restore the previous count.
-
-    The sequence claims step small cells one time step at a time: thread pools gain nothing on
-    (64, 64) matmuls, and on a shared CPU their spin-waits made a tiny seq2seq run 30x slower
-    (33 s vs 1 s measured with 8 busy processes on 2 cores).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _model(name: str, hidden: int, seed: int) -> RecurrentNet:

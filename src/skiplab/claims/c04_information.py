@@ -285,10 +285,7 @@ class Information(Claim):
             ("estimators agree with the closed forms", estimators_ok),
             ("real MLP keeps more with skips", mlp_ok),
         )
-        failed = [name for name, ok in checks if not ok]
-        if not failed:
-            return Verdict("holds", detail)
-        return Verdict("fails", f"not observed: {', '.join(failed)}. {detail}")
+        return Verdict.from_checks(checks, detail)
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         s = evidence.series["per_seed"]

@@ -255,18 +255,14 @@ class ScaleBalance(Claim):
             f"per seed balanced {', '.join(f'{v:.3f}' for v in worst_bal)} vs standard "
             f"{', '.join(f'{v:.3f}' for v in worst_std)}."
         )
-        failed = [
-            name
-            for name, ok in (
+        return Verdict.from_checks(
+            (
                 ("scale-free ratio", ratio_ok),
                 ("accuracy independent of input scale", spread_ok),
                 ("better worst-scale accuracy", robust_ok),
-            )
-            if not ok
-        ]
-        if not failed:
-            return Verdict("holds", detail)
-        return Verdict("fails", f"not observed: {', '.join(failed)}. {detail}")
+            ),
+            detail,
+        )
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.6)

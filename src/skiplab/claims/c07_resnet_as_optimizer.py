@@ -441,18 +441,14 @@ class ResNetAsOptimizer(Claim):
             f"{summarize(s['learned_plain_cos_grad'])}; final error residual "
             f"{summarize(s['learned_residual_error'])} vs plain {summarize(s['learned_plain_error'])}."
         )
-        failed = [
-            name
-            for name, ok in (
+        return Verdict.from_checks(
+            (
                 ("residual iteration reaches KKT", converges),
                 ("plain twin misses KKT", plain_stuck),
                 ("learned residual updates more aligned", aligned),
-            )
-            if not ok
-        ]
-        if not failed:
-            return Verdict("holds", detail)
-        return Verdict("fails", f"not observed: {', '.join(failed)}. {detail}")
+            ),
+            detail,
+        )
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.6)

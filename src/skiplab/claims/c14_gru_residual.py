@@ -20,9 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import (
+    Claim,
+    Context,
+    Evidence,
+    Figure,
+    Table,
+    Verdict,
+    register_claim,
+    single_thread,
+)
 from skiplab.claims._stats import summarize
-from skiplab.claims.c03_rnn_temporal_skip import single_thread
 from skiplab.data import load_mnist1d_sequence
 from skiplab.models.rnn import GRU, GRUCell, RecurrentNet, RNNConfig
 
@@ -294,11 +302,13 @@ class GRUResidual(Claim):
                 f" MNIST-1D GRU {mn['mnist1d_gru_acc']:.1%} (published {PUBLISHED_GRU_MNIST1D:.0%}), "
                 f"plain twin {mn['mnist1d_plain_acc']:.1%}."
             )
-        if exact and monotone and highway and plain_dies:
-            return Verdict("holds", detail)
-        missing = [n for n, ok in (("equivalence", exact), ("monotone in z", monotone),
-                                   ("highway at small z", highway), ("plain twin loses it", plain_dies)) if not ok]  # fmt: skip
-        return Verdict("fails", f"not observed: {', '.join(missing)}. {detail}")
+        checks = (
+            ("equivalence", exact),
+            ("monotone in z", monotone),
+            ("highway at small z", highway),
+            ("plain twin loses it", plain_dies),
+        )
+        return Verdict.from_checks(checks, detail)
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         norms = evidence.series["norms"]

@@ -19,9 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import (
+    Claim,
+    Context,
+    Evidence,
+    Figure,
+    Table,
+    Verdict,
+    register_claim,
+    single_thread,
+)
 from skiplab.claims._stats import clearly_greater, summarize
-from skiplab.claims.c03_rnn_temporal_skip import single_thread
 from skiplab.data import sequence_copy, sequence_reversal
 from skiplab.models.seq2seq import Seq2Seq, Seq2SeqConfig
 

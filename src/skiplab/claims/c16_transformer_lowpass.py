@@ -20,9 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import (
+    Claim,
+    Context,
+    Evidence,
+    Figure,
+    Table,
+    Verdict,
+    register_claim,
+    single_thread,
+)
 from skiplab.claims._stats import clearly_greater, summarize
-from skiplab.claims.c03_rnn_temporal_skip import single_thread
 from skiplab.data import load_mnist1d_sequence
 from skiplab.models.transformer import Transformer, TransformerConfig
 from skiplab.nn import Residual

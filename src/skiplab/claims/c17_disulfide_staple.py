@@ -441,11 +441,8 @@ class DisulfideStaple(Claim):
             f"end-to-end free {summarize(s['free_end_mean'])} vs stapled "
             f"{summarize(s['stapled_end_mean'])}."
         )
-        failed = [name for name, ok in (("entropy loss", entropy_ok),
-                                        *((f"smaller {k}", v) for k, v in smaller.items())) if not ok]  # fmt: skip
-        if not failed:
-            return Verdict("holds", detail)
-        return Verdict("fails", f"not observed: {', '.join(failed)}. {detail}")
+        checks = [("entropy loss", entropy_ok), *((f"smaller {k}", v) for k, v in smaller.items())]
+        return Verdict.from_checks(checks, detail)
 
     def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.2, height=4.0)
