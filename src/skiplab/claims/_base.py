@@ -14,7 +14,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -194,6 +194,8 @@ class Claim(ABC):
         math: derivations shown in the report (plain text).
         references: papers, as short citations.
         default_seeds: seeds per scale when the user does not say.
+        single_threaded: ``reproduce`` runs the experiment on one intra-op thread, for claims
+            made of many tiny sequential steps where a thread pool only costs time.
     """
 
     id: ClassVar[str]
@@ -205,6 +207,7 @@ class Claim(ABC):
     math: ClassVar[str] = ""
     references: ClassVar[tuple[str, ...]] = ()
     default_seeds: ClassVar[dict[str, int]] = {"tiny": 1, "quick": 3, "full": 5}
+    single_threaded: ClassVar[bool] = False  # run on one intra-op thread (small sequential work)
 
     @abstractmethod
     def run(self, ctx: Context) -> Evidence:
@@ -328,7 +331,8 @@ def reproduce(
         ctx = Context(claim, scale, seed_list, store, Path(workdir) / claim.slug, device, progress)
         t0 = time.perf_counter()
         try:
-            evidence = claim.run(ctx)
+            with single_thread() if claim.single_threaded else nullcontext():
+                evidence = claim.run(ctx)
             evidence.run_ids = sorted(set(evidence.run_ids) | set(ctx.run_ids))
             if not evidence.seeds:
                 evidence.seeds = seed_list

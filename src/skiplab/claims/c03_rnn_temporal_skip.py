@@ -27,7 +27,6 @@ from skiplab.claims._base import (
     Table,
     Verdict,
     register_claim,
-    single_thread,
 )
 from skiplab.claims._stats import summarize
 from skiplab.data import adding_problem
@@ -125,12 +124,9 @@ class RNNTemporalSkip(Claim):
         "Le, Jaitly & Hinton 2015, A Simple Way to Initialize Recurrent Networks of ReLUs",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
+    single_threaded = True
 
     def run(self, ctx: Context) -> Evidence:
-        with single_thread():
-            return self._run(ctx)
-
-    def _run(self, ctx: Context) -> Evidence:
         grad_lengths = ctx.pick(
             tiny=[5, 20], quick=[5, 10, 25, 50, 100, 200], full=[5, 10, 25, 50, 100, 200, 400, 1000]
         )

@@ -28,7 +28,6 @@ from skiplab.claims._base import (
     Table,
     Verdict,
     register_claim,
-    single_thread,
 )
 from skiplab.claims._stats import summarize
 from skiplab.data import load_mnist1d_sequence
@@ -158,12 +157,9 @@ class GRUResidual(Claim):
         "Greydanus & Kobak 2024, Scaling down deep learning with MNIST-1D (GRU baseline 91%)",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    single_threaded = True
 
     def run(self, ctx: Context) -> Evidence:
-        with single_thread():
-            return self._run(ctx)
-
-    def _run(self, ctx: Context) -> Evidence:
         lengths = ctx.pick(tiny=[10, 25], quick=[10, 25, 50, 100], full=[10, 25, 50, 100, 200])
         mnist_steps = ctx.pick(tiny=30, quick=1500, full=6000)
         mnist_hidden = ctx.pick(tiny=16, quick=64, full=128)

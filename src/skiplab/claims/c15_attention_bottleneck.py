@@ -27,7 +27,6 @@ from skiplab.claims._base import (
     Table,
     Verdict,
     register_claim,
-    single_thread,
 )
 from skiplab.claims._stats import clearly_greater, summarize
 from skiplab.data import sequence_copy, sequence_reversal
@@ -109,12 +108,9 @@ class AttentionBottleneck(Claim):
         "Luong, Pham & Manning 2015, Effective Approaches to Attention-based NMT",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
+    single_threaded = True
 
     def run(self, ctx: Context) -> Evidence:
-        with single_thread():
-            return self._run(ctx)
-
-    def _run(self, ctx: Context) -> Evidence:
         lengths = ctx.pick(tiny=[3, 6], quick=[5, 10, 20], full=[5, 10, 20, 40, 80])
         steps = ctx.pick(tiny=20, quick=300, full=3000)
         hidden = ctx.pick(tiny=16, quick=48, full=128)

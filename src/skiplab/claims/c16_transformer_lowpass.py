@@ -28,7 +28,6 @@ from skiplab.claims._base import (
     Table,
     Verdict,
     register_claim,
-    single_thread,
 )
 from skiplab.claims._stats import clearly_greater, summarize
 from skiplab.data import load_mnist1d_sequence
@@ -214,12 +213,9 @@ class TransformerLowpass(Claim):
         "Park & Kim 2022, How Do Vision Transformers Work?",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
+    single_threaded = True
 
     def run(self, ctx: Context) -> Evidence:
-        with single_thread():
-            return self._run(ctx)
-
-    def _run(self, ctx: Context) -> Evidence:
         steps = ctx.pick(tiny=30, quick=300, full=4000)
         n_layer = ctx.pick(tiny=2, quick=4, full=6)
         n_embd = ctx.pick(tiny=32, quick=64, full=128)
