@@ -317,7 +317,8 @@ class ZeroGammaClaim(Claim):
             ax.set_yscale("log")
             ax.set(title=f"{net['label']} on MNIST-1D (x: diverged)", xlabel="step",
                    ylabel="training loss (clipped at 1e4)", ylim=(None, 1e4))  # fmt: skip
-            ax.legend(fontsize=7, ncol=2)
+            # below the axes: inside, the legend hid the early spikes it is meant to explain
+            ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         ax = axes[0][len(nets)]
         for net, marker in zip(nets, ("o", "s")):
             for init in INITS:
