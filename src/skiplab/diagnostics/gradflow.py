@@ -49,6 +49,8 @@ class GradientFlowProbe(AbstractProbe):
         self._sq: dict[int, torch.Tensor] = {}
         self._owner = torch.zeros(0, dtype=torch.long)
         self._split: dict[int, torch.Tensor] = {}
+        self._params: list[torch.Tensor] = []
+        self._residuals: list[Residual] = []
 
     def __repr__(self) -> str:
         return f"GradientFlowProbe(split={self.split}, every={self.every})"
@@ -66,27 +68,30 @@ class GradientFlowProbe(AbstractProbe):
                 seen_block = True
                 continue
             owner[id(p)] = len(self.groups) - 1 if seen_block else 0
-        self._keep(model.register_forward_pre_hook(self._new_step))
-        params = [p for p in model.parameters() if p.requires_grad]
-        self._owner = torch.tensor([owner[id(p)] for p in params], dtype=torch.long)
-        # one hook per backward pass for all parameters, and one fused norm over their grads
-        self._keep(
-            torch.autograd.graph.register_multi_grad_hook(params, self._norms, mode="all")  # type: ignore[arg-type]
-        )
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._owner = torch.tensor([owner[id(p)] for p in self._params], dtype=torch.long)
         if self.split:
             residuals = [(n, b) for n, b in blocks if isinstance(b, Residual) and b.shortcut]
             self.split_blocks = [n for n, _ in residuals]
-            for bi, (_, block) in enumerate(residuals):
-                assert block.shortcut is not None
-                self._keep(block.shortcut.register_full_backward_hook(self._split_hook(bi, 0)))
-                self._keep(block.branch.register_full_backward_hook(self._split_hook(bi, 1)))
+            self._residuals = [b for _, b in residuals]
+        self._keep(model.register_forward_pre_hook(self._new_step))
 
     def _new_step(self, _module: nn.Module, _args: Any) -> None:
+        # the hooks of the previous recorded pass have fired by now (its backward is done)
+        self._release_step()
         self._step += 1
-
-    def _norms(self, grads: Sequence[torch.Tensor | None]) -> None:
         if self._step % self.every:
             return
+        # one hook per backward pass for all parameters, and one fused norm over their grads
+        self._keep_step(
+            torch.autograd.graph.register_multi_grad_hook(self._params, self._norms, mode="all")  # type: ignore[arg-type]
+        )
+        for bi, block in enumerate(self._residuals):
+            assert block.shortcut is not None
+            self._keep_step(block.shortcut.register_full_backward_hook(self._split_hook(bi, 0)))
+            self._keep_step(block.branch.register_full_backward_hook(self._split_hook(bi, 1)))
+
+    def _norms(self, grads: Sequence[torch.Tensor | None]) -> None:
         present = [(i, g) for i, g in enumerate(grads) if g is not None]
         if not present:
             return
@@ -101,7 +106,7 @@ class GradientFlowProbe(AbstractProbe):
     def _split_hook(self, block: int, path: int) -> Callable[..., None]:
         def hook(_m: nn.Module, grad_input: tuple[Any, ...], _grad_output: Any) -> None:
             g = grad_input[0]
-            if g is None or self._step % self.every:
+            if g is None:
                 return
             acc = self._split.get(self._step)
             if acc is None:

@@ -54,6 +54,7 @@ class SignalPropagationProbe(AbstractProbe):
         self._records: list[dict[str, list[Any]]] = []
         self._current: dict[str, list[Any]] | None = None
         self._layouts: dict[int, str] = {}
+        self._block_modules: list[nn.Module] = []
 
     def __repr__(self) -> str:
         return f"SignalPropagationProbe(layout={self.layout!r}, every={self.every})"
@@ -61,12 +62,9 @@ class SignalPropagationProbe(AbstractProbe):
     def _attach(self, model: nn.Module) -> None:
         blocks = find_blocks(model)
         self.blocks = [n for n, _ in blocks]
+        self._block_modules = [b for _, b in blocks]
         self._keep(model.register_forward_pre_hook(self._start))
-        for i, (_, block) in enumerate(blocks):
-            self._keep(block.register_forward_hook(self._out_hook(i)))
-            if isinstance(block, Residual):
-                # drop_path's output is the branch exactly as it enters the add
-                self._keep(block.drop_path.register_forward_hook(self._branch_hook(i)))
+        self._keep(model.register_forward_hook(self._end))
 
     def _layout_of(self, t: torch.Tensor) -> str:
         # resolved once per rank: "auto" looks through the model's modules
@@ -76,6 +74,7 @@ class SignalPropagationProbe(AbstractProbe):
         return layout
 
     def _start(self, _module: nn.Module, _args: Any) -> None:
+        self._release_step()
         self._calls += 1
         if self._calls % self.every:
             self._current = None
@@ -84,6 +83,14 @@ class SignalPropagationProbe(AbstractProbe):
         nan = float("nan")
         self._current = {"sq_mean": [nan] * n, "var": [nan] * n, "branch_var": [nan] * n}
         self._records.append(self._current)
+        for i, block in enumerate(self._block_modules):
+            self._keep_step(block.register_forward_hook(self._out_hook(i)))
+            if isinstance(block, Residual):
+                # drop_path's output is the branch exactly as it enters the add
+                self._keep_step(block.drop_path.register_forward_hook(self._branch_hook(i)))
+
+    def _end(self, _module: nn.Module, _args: Any, _out: Any) -> None:
+        self._release_step()
 
     def _out_hook(self, i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
