@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from skiplab import _plot
 from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
 from skiplab.claims._stats import summarize
+from skiplab.diagnostics import eval_mode
 from skiplab.models import create_model
 from skiplab.nn import Residual, ZeroGamma
 from skiplab.train import DivergedError, TrainConfig, Trainer
@@ -36,12 +37,10 @@ def identity_blocks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     seen: list[tuple[Residual, torch.Tensor, torch.Tensor]] = []
     blocks = [m for m in model.modules() if isinstance(m, Residual) and m.shortcut is not None]
     handles = [b.register_forward_hook(lambda m, i, o: seen.append((m, i[0], o))) for b in blocks]
-    was_training = model.training
-    model.eval()
     try:
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     exact = sum(

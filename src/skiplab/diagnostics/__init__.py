@@ -4,6 +4,7 @@ from skiplab.diagnostics._probe import (
     AbstractProbe,
     batch_statistics,
     channel_stats,
+    eval_mode,
     find_blocks,
 )
 from skiplab.diagnostics.gradflow import (
@@ -81,6 +82,7 @@ __all__ = [
     "channel_stats",
     "dice",
     "dirichlet_energy",
+    "eval_mode",
     "exact_jacobian",
     "filter_normalized_direction",
     "find_blocks",

@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 from torch import nn
 
+from skiplab.diagnostics._probe import eval_mode
 from skiplab.nn import SkipModule
 
 
@@ -224,12 +225,10 @@ def layerwise_information(
         )
         for n in layers
     ]
-    was_training = model.training
-    model.eval()
     try:
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     result = {"input": _noisy_channel_information(x, noise_std, relative)}

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from skiplab.diagnostics._probe import eval_mode
+
 __all__ = [
     "dirichlet_energy",
     "layer_features",
@@ -155,12 +157,10 @@ def layer_features(
             captured.append((name, out.detach()))
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        model(*inputs)
+        with eval_mode(model):
+            model(*inputs)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return captured
