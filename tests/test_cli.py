@@ -47,7 +47,7 @@ def test_runs_without_store_is_a_clear_error(capsys, tmp_path):
     assert code == 2 and "no results store" in err
 
 
-def test_reproduce_report_runs_and_skip_when_complete(capsys, tmp_path):
+def test_reproduce_report_runs_and_reuse_of_stored_runs(capsys, tmp_path):
     store, out = str(tmp_path / "s.sqlite"), tmp_path / "report"
     code, stdout, err = run_cli(
         ["reproduce", "--claims", "C01", "--scale", "tiny", "--store", store, "--out", str(out)],
@@ -76,7 +76,8 @@ def test_reproduce_report_runs_and_skip_when_complete(capsys, tmp_path):
         ],
         capsys,
     )
-    assert code == 0 and "already holds" in err
+    # every run is stored: nothing runs again, the verdict is decided from the store
+    assert code == 0 and "1 stored, 0 to run" in err and "C01 residual-toy: holds" in err
 
     code, stdout, _ = run_cli(["runs", "--store", store, "--claim", "c01"], capsys)
     assert code == 0 and "C01 toy seed 0" in stdout and "completed" in stdout

@@ -37,7 +37,10 @@ def _echo(msg: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="skiplab")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the full traceback of an error (anywhere on the line)."
+)
+def cli(debug: bool) -> None:
     """skiplab: skip connections as parts, measured."""
 
 
@@ -69,43 +72,75 @@ def cli() -> None:
     show_default=True,
     help="Report directory.",
 )
-@click.option("--force", is_flag=True, help="Re-run claims that already have a verdict.")
+@click.option("--force", is_flag=True, help="Rerun every run, even those already stored.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option(
+    "--executor",
+    type=click.Choice(["serial", "local", "ray"]),
+    default=None,
+    help="Where runs execute: serial (this process), local (a process pool; the default on "
+    "a multi-core machine), ray (Ray tasks, local or a cluster).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Worker processes (local: default one per core on CPU, one per GPU on CUDA; ray: "
+    "CPUs of a local Ray).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join (e.g. auto, or ray://head:10001); only with --executor ray.",
+)
 @STORE_OPTION
 def reproduce(
     claim_spec: str, scale: str, seeds: int | None, out: Path, force: bool, device: str,
-    store_path: Path,
+    executor: str | None, workers: int | None, address: str | None, store_path: Path,
 ) -> None:  # fmt: skip
     """Run the claims, store verdicts, and write the HTML report.
+
+    Each claim's runs are cached by identity (claim, version, scale, settings, condition,
+    seed): a rerun, or a rerun after an interruption, executes only the runs not yet stored.
 
     Under torchrun every rank runs the same claims (their training runs use DDP) and rank 0
     alone writes the store and the report; the other ranks record into a private scratch copy.
     """
+    from skiplab.claims import make_executor, select_claims
     from skiplab.claims import reproduce as run_claims
-    from skiplab.claims import select_claims
     from skiplab.report import build_report
     from skiplab.train.distributed import cleanup, env_world_size, init_distributed
 
     claims = select_claims(claim_spec)
-    dist_info = init_distributed(device) if env_world_size() > 1 else None
+    distributed = env_world_size() > 1
+    if distributed and executor not in (None, "serial"):
+        raise UserError("under torchrun every rank runs the claims itself: use --executor serial")
+    pool = make_executor(
+        "serial" if distributed else executor, workers=workers, address=address, device=device
+    )
+    dist_info = init_distributed(device) if distributed else None
     main_rank = dist_info is None or dist_info.is_main
     scratch = None if main_rank else _scratch_store(store_path)
     if dist_info is not None:
         import torch.distributed as dist
 
-        dist.barrier()  # every rank starts from the same store state: same claims skipped
+        dist.barrier()  # every rank starts from the same store state: same runs reused
+    if main_rank:
+        _echo(f"skiplab: {pool.describe()}, device {device}")
     try:
         with Store(scratch or store_path) as store:
             outcomes = run_claims(
                 claims, scale=scale, store=store, workdir=(scratch or store_path).parent / "work",
                 seeds=seeds, force=force, device=str(dist_info.device) if dist_info else device,
-                progress=sys.stderr.isatty() and main_rank, log=_echo if main_rank else None,
+                executor=pool, progress=sys.stderr.isatty() and main_rank,
+                log=_echo if main_rank else None,
             )  # fmt: skip
             errors = {o.claim.id: o.reason for o in outcomes if o.status == "error"}
             if not main_rank:
                 return
             index = build_report(store, out, scale=scale, errors=errors)
     finally:
+        pool.close()
         if dist_info is not None:
             cleanup()
         if scratch is not None:
@@ -400,14 +435,18 @@ def _require_store(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run the CLI; user errors become one line on stderr and exit status 2."""
-    from skiplab.claims._base import SCALES  # noqa: F401  (fail early if the package is broken)
+    """Entry point: run the CLI; user errors become one line on stderr and exit status 2
+    (with ``--debug``, anywhere on the line, they raise with their traceback)."""
+    from skiplab.claims import ExecutorError
     from skiplab.store import StoreError
     from skiplab.train import CheckpointError, DivergedError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     try:
         cli.main(
-            args=list(argv) if argv is not None else None,
+            args=args,
             prog_name="skiplab",
             standalone_mode=False,
         )
@@ -417,11 +456,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _echo("skiplab: aborted")
         return 130
     except click.ClickException as exc:
+        if debug:
+            raise
         _echo(f"skiplab: error: {exc.format_message()}")
         return 2
     except (
         ValueError, KeyError, StoreError, CheckpointError, DivergedError, FileNotFoundError,
+        ExecutorError,
     ) as exc:  # fmt: skip
+        if debug:
+            raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _echo(f"skiplab: error: {msg}")
         return 2

@@ -21,7 +21,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL NOT NULL,
     finished REAL,
     wall_s REAL,
-    owner TEXT                       -- host:pid of the process that is running it
+    owner TEXT,                      -- host:pid of the process that is running it
+    key TEXT                         -- a claim run's identity (see skiplab.claims._runner)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -77,6 +78,10 @@ CREATE TABLE IF NOT EXISTS verdicts (
 CREATE INDEX IF NOT EXISTS verdicts_claim ON verdicts(claim, scale, created);
 CREATE INDEX IF NOT EXISTS runs_claim ON runs(claim, scale);
 """
+# Created after the migration that adds runs.key to a store written before it existed.
+_INDEXES = "CREATE INDEX IF NOT EXISTS runs_key ON runs(key, status);"
+#: Final statuses of a run whose outcome is a result (a divergence is a measured outcome).
+REUSABLE = ("completed", "diverged")
 
 
 class StoreError(RuntimeError):
@@ -97,6 +102,7 @@ class Run:
     started: float
     finished: float | None
     wall_s: float | None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,9 @@ class Store:
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
             if "owner" not in columns:  # a store written before runs had owners
                 self._conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+            if "key" not in columns:  # a store written before runs had identities
+                self._conn.execute("ALTER TABLE runs ADD COLUMN key TEXT")
+            self._conn.executescript(_INDEXES)
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot open results store {self.path}: {err}") from err
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -263,6 +272,70 @@ class Store:
                 (status, error, now, now, run_id),
             )
         self._pending.pop(run_id, None)
+
+    def record_run(
+        self,
+        name: str,
+        kind: str,
+        config: Mapping[str, Any],
+        *,
+        status: str,
+        started: float,
+        wall_s: float,
+        claim: str | None = None,
+        scale: str | None = None,
+        seed: int | None = None,
+        key: str | None = None,
+        metrics: Sequence[tuple[int, int | None, str, float]] = (),
+        results: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Insert a run that finished elsewhere, whole, in one transaction; returns its id.
+
+        The experiment runner's workers measure and return; the driver alone writes, so a
+        run is in the store with all its ``metrics`` rows ``(step, epoch, key, value)`` and
+        ``results``, or not at all.
+        """
+        if status not in RUN_STATUSES or status == "running":
+            allowed = tuple(s for s in RUN_STATUSES if s != "running")
+            raise ValueError(f"run status must be one of {allowed}, got {status!r}")
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO runs (name, kind, claim, scale, seed, config, status, error, "
+                "started, finished, wall_s, owner, key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name, kind, claim, scale, seed, _json(dict(config)), status, error,
+                    started, started + wall_s, wall_s, self._owner, key,
+                ),
+            )  # fmt: skip
+            run_id = cur.lastrowid
+            assert run_id is not None
+            c.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, step, epoch, key, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(run_id, int(st), ep, k, float(v)) for st, ep, k, v in metrics],
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO results (run_id, key, value) VALUES (?, ?, ?)",
+                [(run_id, k, _json(v)) for k, v in (results or {}).items()],
+            )
+        return run_id
+
+    def reusable_runs(self, keys: Iterable[str]) -> dict[str, int]:
+        """The newest completed (or diverged) run of each identity ``key`` that has one."""
+        found: dict[str, int] = {}
+        wanted = list(dict.fromkeys(keys))
+        for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT key, MAX(id) FROM runs WHERE key IN ({marks}) "
+                f"AND status IN {REUSABLE!r} GROUP BY key",
+                chunk,
+            )
+            found.update({k: int(run_id) for k, run_id in rows})
+        return found
 
     def log_metrics(
         self, run_id: int, step: int, values: Mapping[str, float], epoch: int | None = None
@@ -397,7 +470,7 @@ def _run(row: tuple[Any, ...]) -> Run:
     return Run(
         id=row[0], name=row[1], kind=row[2], claim=row[3], scale=row[4], seed=row[5],
         config=json.loads(row[6]), status=row[7], error=row[8], started=row[9],
-        finished=row[10], wall_s=row[11],
+        finished=row[10], wall_s=row[11], key=row[13] if len(row) > 13 else None,
     )  # fmt: skip
 
 

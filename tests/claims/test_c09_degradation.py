@@ -2,77 +2,65 @@ import math
 
 import torch
 
-from skiplab.claims import Context, Evidence, reproduce, select_claims
-from skiplab.claims._training import train_classifier
-from skiplab.claims.c09_degradation import _decide_dataset
-from skiplab.data import load_digits
+from skiplab.claims import Evidence, Verdict, reproduce, select_claims
+from skiplab.claims.c09_degradation import DatasetResult, _dataset_checks
 from skiplab.store import Store
-from skiplab.train import TrainConfig
+
+MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
 
-def _final(losses: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
-    return {m: {"train_loss": v, "test_acc": [0.9] * len(v)} for m, v in losses.items()}
+def _decide_dataset(losses: dict[str, list[float]]) -> tuple[str, str]:
+    n = len(losses["plain20"])
+    d = DatasetResult(
+        train_loss=losses, train_err={m: [0.1] * n for m in MODELS},
+        test_acc={m: [0.9] * n for m in MODELS}, wall_s={m: [1.0] * n for m in MODELS},
+        curves={m: [] for m in MODELS}, setup="", log_gap={},
+    )  # fmt: skip
+    verdict = Verdict.from_checks(_dataset_checks("mnist1d", d))
+    return verdict.status, verdict.reason
 
 
 def test_criterion_on_the_reference_measurement_holds():
     # a colleague's 2-seed MNIST-1D numbers: huge plain gap, small but non-zero residual gap
-    final = _final({
+    final = {
         "plain20": [0.078, 0.082], "plain56": [1.18, 1.24],
         "resnet20": [0.0055, 0.0059], "resnet56": [0.0122, 0.0132],
-    })  # fmt: skip
+    }  # fmt: skip
     status, text = _decide_dataset(final)
     assert status == "holds", text
 
 
 def test_criterion_fails_when_the_residual_pair_degrades_as_much():
-    final = _final({
+    final = {
         "plain20": [0.08, 0.09], "plain56": [1.2, 1.3],
         "resnet20": [0.01, 0.012], "resnet56": [0.9, 1.1],
-    })  # fmt: skip
+    }  # fmt: skip
     assert _decide_dataset(final)[0] == "fails"
 
 
 def test_criterion_fails_without_plain_degradation():
-    final = _final({
+    final = {
         "plain20": [0.3, 0.35], "plain56": [0.2, 0.25],
         "resnet20": [0.01, 0.012], "resnet56": [0.01, 0.011],
-    })  # fmt: skip
+    }  # fmt: skip
     status, text = _decide_dataset(final)
-    assert status == "fails" and "did not train worse" in text
+    assert status == "fails" and "plain-56 trains worse than plain-20 on average" in text
 
 
 def test_criterion_is_inconclusive_within_the_seed_spread():
-    final = _final({
+    final = {
         "plain20": [0.1, 0.5], "plain56": [0.3, 0.6],
         "resnet20": [0.01, 0.012], "resnet56": [0.01, 0.011],
-    })  # fmt: skip
+    }  # fmt: skip
     assert _decide_dataset(final)[0] == "inconclusive"
 
 
 def test_criterion_is_inconclusive_after_a_divergence():
-    final = _final({
+    final = {
         "plain20": [0.1, 0.1], "plain56": [math.nan, 1.0],
         "resnet20": [0.01, 0.01], "resnet56": [0.01, 0.01],
-    })  # fmt: skip
+    }  # fmt: skip
     assert _decide_dataset(final)[0] == "inconclusive"
-
-
-def test_train_classifier_records_the_run_and_reports_divergence(tmp_path):
-    claim = select_claims("C09")[0]
-    digits = load_digits(flatten=True)  # (N, 64)
-    with Store(tmp_path / "s.sqlite") as store:
-        ctx = Context(claim, "tiny", [0], store, tmp_path)
-        cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05)
-        kw = {"in_features": 64, "num_classes": 10, "depth": 4, "width": 32}
-        a = train_classifier(ctx, "mlp a", "resmlp", digits, cfg, 0, eval_train=True, **kw)
-        b = train_classifier(ctx, "mlp b", "resmlp", digits, cfg, 0, eval_train=True, **kw)
-        assert a.diverged is None and len(a.history.epochs) == 2
-        assert a.final["train_loss"] == b.final["train_loss"]  # one seed fixes the whole run
-        assert "train_eval_acc" in a.final and store.run(a.run_id).status == "completed"
-        assert len(store.metrics(a.run_id, "test_acc")) == 2
-        boom = TrainConfig(epochs=1, batch_size=64, lr=1e30, momentum=0.0)
-        c = train_classifier(ctx, "mlp boom", "resmlp", digits, boom, 0, **kw)
-        assert c.diverged is not None and store.run(c.run_id).status == "diverged"
 
 
 def test_plain56_trains_worse_than_plain20_at_tiny_scale(tmp_path):
@@ -92,6 +80,7 @@ def test_plain56_trains_worse_than_plain20_at_tiny_scale(tmp_path):
         assert n["mnist1d_resnet56_test_acc"] > n["mnist1d_plain56_test_acc"]
         assert len(row.run_ids) == 8
         assert all(store.run(r).status == "completed" for r in row.run_ids)
-        figs = select_claims("C09")[0].figures(Evidence.from_dict(row.evidence), tmp_path / "f")
+        claim = select_claims("C09")[0]
+        figs = claim.report_figures(Evidence.from_dict(row.evidence), tmp_path / "f")
         assert [f.path for f in figs] == ["error_curves.png", "loss_curves.png"]
         assert all((tmp_path / "f" / f.path).stat().st_size > 10_000 for f in figs)

@@ -174,35 +174,3 @@ def test_tensorboard_events_beside_the_store(tmp_path):
     assert [e.step for e in acc.Scalars("train_loss")] == [4, 8]
     hist = acc.Histograms("grad_norm/blocks")[-1].histogram_value
     assert hist.num >= 3 and hist.max > 0  # stem, blocks, head
-
-
-def test_reproduce_marks_a_diverged_claim_run_and_goes_on(tmp_path):
-    from skiplab.claims import Claim, Evidence, Verdict, reproduce, select_claims
-
-    class Diverging(Claim):
-        id, slug, title = "C90", "diverging-test", "A claim whose training blows up"
-        statement = method = criterion = "test only"
-
-        def run(self, ctx):
-            model = _model()
-            with torch.no_grad():
-                model.head.weight.fill_(float("inf"))
-            with ctx.run("blows up", {"lr": 0.05}, seed=0) as run_id:
-                Trainer(
-                    model, TrainConfig(epochs=1, batch_size=16), store=ctx.store, run_id=run_id
-                ).fit(_data())
-            return Evidence()
-
-        def decide(self, evidence):
-            return Verdict("holds", "unreachable")
-
-    with Store(tmp_path / "s.sqlite") as store:
-        outcomes = reproduce(
-            [Diverging(), *select_claims("C01")], scale="tiny", store=store,
-            workdir=tmp_path / "work",
-        )  # fmt: skip
-        assert [o.status for o in outcomes] == ["error", "holds"]
-        assert "DivergedError" in outcomes[0].reason and "step 0" in outcomes[0].reason
-        (run,) = [r for r in store.runs(claim="C90") if r.name == "blows up"]
-        assert run.status == "diverged"  # not overwritten by the claim's "failed"
-        assert store.latest_verdict("C01", "tiny") is not None

@@ -1,6 +1,8 @@
 """The article's measurable statements as experiments with computed verdicts.
 
-Each module ``cNN_<slug>.py`` registers one claim; importing this package loads them all.
+Each module ``cNN_<slug>.py`` registers one claim; importing this package loads them all. A
+claim declares its experiment (:class:`Claim`); the runner (:func:`reproduce`) executes its
+runs on an executor, caches them by identity and decides the verdict.
 """
 
 import importlib
@@ -8,18 +10,38 @@ import pkgutil
 
 from skiplab.claims._base import (
     SCALES,
+    Check,
     Claim,
-    Context,
     Evidence,
     Figure,
-    Outcome,
+    Summary,
     Table,
     Verdict,
     catalogue,
     register_claim,
-    reproduce,
     select_claims,
     single_thread,
+)
+from skiplab.claims._executors import (
+    EXECUTORS,
+    Executor,
+    ExecutorError,
+    LocalExecutor,
+    RayExecutor,
+    SerialExecutor,
+    make_executor,
+)
+from skiplab.claims._runner import (
+    Fit,
+    Outcome,
+    Run,
+    RunOutcome,
+    RunRecord,
+    Runs,
+    RunSpec,
+    execute,
+    reproduce,
+    run_key,
 )
 
 for _info in pkgutil.iter_modules(__path__):
@@ -27,17 +49,33 @@ for _info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = [
+    "EXECUTORS",
     "SCALES",
+    "Check",
     "Claim",
-    "Context",
     "Evidence",
+    "Executor",
+    "ExecutorError",
     "Figure",
+    "Fit",
+    "LocalExecutor",
     "Outcome",
+    "RayExecutor",
+    "Run",
+    "RunOutcome",
+    "RunRecord",
+    "RunSpec",
+    "Runs",
+    "SerialExecutor",
+    "Summary",
     "Table",
     "Verdict",
     "catalogue",
+    "execute",
+    "make_executor",
     "register_claim",
     "reproduce",
+    "run_key",
     "select_claims",
     "single_thread",
 ]

@@ -1,30 +1,45 @@
-"""What a claim is: the article's statement, an experiment, its evidence and a computed verdict.
+"""What a claim is: the article's statement, a declared experiment, and a computed verdict.
 
-A claim module defines one :class:`Claim` subclass decorated with :func:`register_claim`. Its
-``run`` does the experiment through a :class:`Context` (which records every training run in the
-store) and returns :class:`Evidence`; ``decide`` turns the evidence into a :class:`Verdict` by a
-criterion written in ``criterion``; ``figures`` draws the evidence. The report is rebuilt from
-the stored evidence alone, so every figure comes from a stored run.
+A claim module declares its experiment and the runner (:mod:`skiplab.claims._runner`) executes
+it, the way PyG's ``MessagePassing.propagate`` owns the loop and a layer fills small hooks:
+
+- **settings**: a frozen dataclass, one field per knob with a reason beside each default, one
+  instance per scale in ``Claim.scales``;
+- **conditions**: what is compared (variants x depths x lengths ...), frozen dataclasses from
+  :meth:`Claim.conditions`; the runner expands them x seeds into runs;
+- **measure**: a module-level function ``measure(run, settings, condition, seed)`` doing one run
+  through its :class:`~skiplab.claims._runner.Run` handle and returning its numbers;
+- **summarize / checks / figures**: the runs become a typed :class:`Summary`, the summary a
+  list of :class:`Check` (fed to :meth:`Verdict.from_checks`), tables and figures.
+
+The report is rebuilt from the store alone: the summary is stored with the verdict and the
+figures are redrawn from it, and the summary itself is computed from stored runs.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import traceback
+import dataclasses
+import math
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 
-from skiplab.store import Store
+if TYPE_CHECKING:
+    from skiplab.claims._runner import Runs
 
 SCALES = ("tiny", "quick", "full")
-T = TypeVar("T")
+CHECK_KINDS = ("claim", "control", "evidence")
+
+S = TypeVar("S")  # settings: a frozen dataclass
+C = TypeVar("C")  # condition: a frozen dataclass
+R = TypeVar("R", bound="Summary")  # the claim's typed summary
 
 
 @dataclass
@@ -40,46 +55,44 @@ class Table:
         return {"title": self.title, "columns": self.columns, "rows": self.rows, "note": self.note}
 
 
-@dataclass
-class Evidence:
-    """What an experiment measured.
+@dataclass(frozen=True)
+class Figure:
+    """A figure file (relative to the report directory) and its caption."""
+
+    path: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation of a claim, whether it was observed, and the numbers that say so.
 
     Args:
-        numbers: the key figures, flat ``name -> number`` (they go to ``claims.json``).
-        tables: tables for the report.
-        series: raw data for the figures (JSON-able lists and dicts).
-        seeds: seeds the numbers rest on.
-        run_ids: store ids of the runs behind them.
-        notes: caveats worth printing beside the verdict (e.g. what quick scale cannot show).
+        name: what was expected, in words ("plain-56 trains worse than plain-20 on MNIST").
+        passed: whether the measurement shows it.
+        measured: the numbers behind it, shown beside the verdict.
+        kind: ``"claim"`` (a failed claim check makes the verdict ``fails``), ``"control"``
+            (a positive control: the budget suffices for the easy case; when it fails the
+            verdict is ``inconclusive`` whatever else was measured, and the budget is the
+            reason) or ``"evidence"`` (enough evidence to decide, e.g. an interval that
+            excludes 0; when it fails the verdict is ``inconclusive``).
     """
 
-    numbers: dict[str, float] = field(default_factory=dict)
-    tables: list[Table] = field(default_factory=list)
-    series: dict[str, Any] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=list)
-    run_ids: list[int] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    name: str
+    passed: bool
+    measured: str = ""
+    kind: str = "claim"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHECK_KINDS:
+            raise ValueError(f"check kind must be one of {CHECK_KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "passed", bool(self.passed))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "numbers": self.numbers,
-            "tables": [t.as_dict() for t in self.tables],
-            "series": self.series,
-            "seeds": self.seeds,
-            "run_ids": self.run_ids,
-            "notes": self.notes,
-        }
+        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Evidence:
-        return cls(
-            numbers=dict(d.get("numbers", {})),
-            tables=[Table(**t) for t in d.get("tables", [])],
-            series=dict(d.get("series", {})),
-            seeds=list(d.get("seeds", [])),
-            run_ids=list(d.get("run_ids", [])),
-            notes=list(d.get("notes", [])),
-        )
+    def __str__(self) -> str:
+        return f"{self.name} ({self.measured})" if self.measured else self.name
 
 
 @dataclass(frozen=True)
@@ -95,97 +108,195 @@ class Verdict:
 
     @classmethod
     def from_checks(
-        cls, checks: Sequence[tuple[str, bool]], detail: str, otherwise: str = "fails"
+        cls,
+        checks: Sequence[Check | tuple[str, bool]],
+        detail: str = "",
+        otherwise: str = "fails",
     ) -> Verdict:
-        """``holds`` when every named check passed, else ``otherwise`` naming the ones that did not.
+        """The verdict of a list of checks.
+
+        A failed positive control makes it ``inconclusive`` (the budget cannot decide);
+        otherwise a failed claim check makes it ``fails``, a failed evidence check
+        ``inconclusive``; ``holds`` when every check passed. The reason names what was not
+        observed, with its numbers, then ``detail``.
 
         Args:
-            checks: ``(what was expected, whether it was observed)`` pairs.
+            checks: :class:`Check` objects, or ``(name, passed)`` pairs meaning claim checks
+                whose failure gives ``otherwise``.
             detail: the measured numbers behind the checks, appended to the reason.
-            otherwise: the verdict when a check failed (default ``"fails"``).
+            otherwise: the verdict a failed ``(name, passed)`` pair gives (default ``"fails"``).
         """
-        missing = [name for name, ok in checks if not ok]
-        if not missing:
-            return cls("holds", detail)
-        return cls(otherwise, f"not observed: {', '.join(missing)}. {detail}")
+        kind = {"fails": "claim", "inconclusive": "evidence"}[otherwise]
+        items = [c if isinstance(c, Check) else Check(c[0], c[1], kind=kind) for c in checks]
+        tail = f" {detail}" if detail else ""
+        controls = [c for c in items if c.kind == "control" and not c.passed]
+        if controls:
+            missing = "; ".join(map(str, controls))
+            return cls(
+                "inconclusive",
+                f"the positive control failed, so the budget cannot decide: {missing}.{tail}",
+            )
+        failed = [c for c in items if not c.passed]
+        if not failed:
+            return cls("holds", detail or "every check passed")
+        status = "fails" if any(c.kind == "claim" for c in failed) else "inconclusive"
+        return cls(status, f"not observed: {'; '.join(map(str, failed))}.{tail}")
 
 
-@dataclass(frozen=True)
-class Figure:
-    """A figure file (relative to the report directory) and its caption."""
+class Summary:
+    """Base of a claim's typed summary: subclass it as a ``@dataclass``.
 
-    path: str
-    caption: str
-
-
-class Context:
-    """What an experiment needs: scale, seeds, the store, a work directory, the device.
-
-    Args:
-        claim: the claim being run (its id tags every run).
-        scale: ``"tiny"`` (tests), ``"quick"`` (a 2-core CPU in minutes) or ``"full"`` (GPU).
-        seeds: the seeds to use.
-        store: where runs are recorded.
-        workdir: scratch space for checkpoints.
-        device: torch device (default CPU).
-        progress: show progress bars.
+    Fields hold what the checks, tables and figures need (numbers, lists, dicts, nested
+    dataclasses); :meth:`to_json` / :meth:`from_json` store it with the verdict so that the
+    report redraws figures without re-running anything.
     """
 
-    def __init__(
-        self,
-        claim: Claim,
-        scale: str,
-        seeds: Sequence[int],
-        store: Store,
-        workdir: str | os.PathLike[str],
-        device: str | torch.device = "cpu",
-        progress: bool = False,
-    ) -> None:
-        if scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-        self.claim = claim
-        self.scale = scale
-        self.seeds = list(seeds)
-        self.store = store
-        self.workdir = Path(workdir)
-        self.device = torch.device(device)
-        self.progress = progress
-        self.run_ids: list[int] = []
+    def to_json(self) -> dict[str, Any]:
+        encoded = _encode(self)
+        assert isinstance(encoded, dict)
+        return encoded
 
-    def pick(self, *, tiny: T, quick: T, full: T) -> T:
-        """The value for the current scale."""
-        return {"tiny": tiny, "quick": quick, "full": full}[self.scale]
+    @classmethod
+    def from_json(cls: type[R], data: Mapping[str, Any]) -> R:
+        return typing.cast(R, _decode(cls, data))
 
-    @contextmanager
-    def run(self, name: str, config: dict[str, Any], seed: int | None = None) -> Iterator[int]:
-        """Record a run of this claim in the store; yields its id.
+    def numbers(self) -> dict[str, float]:
+        """The summary's top-level numbers (``int``/``float`` fields), for ``claims.json``."""
+        out: dict[str, float] = {}
+        for f in dataclasses.fields(typing.cast(Any, self)):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f.name] = float(value)
+        return out
 
-        The run is marked completed when the block ends, failed (with the traceback) if it
-        raises; results are stored with :meth:`Store.finish_run` by the caller if needed.
-        """
-        run_id = self.store.start_run(
-            name, "claim", config, claim=self.claim.id, scale=self.scale, seed=seed
-        )
-        self.run_ids.append(run_id)
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """``value`` (decoded JSON) as type ``tp``: dataclasses, lists, tuples, dicts, unions."""
+    if tp is Any or value is None:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _decode_union(tp, value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"cannot read {value!r} as {tp}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)}
+        return typing.cast(Any, tp)(**kwargs)
+    if origin is not None:
+        return _decode_container(origin, typing.get_args(tp), value)
+    return _decode_scalar(tp, value)
+
+
+def _decode_union(tp: Any, value: Any) -> Any:
+    for arg in typing.get_args(tp):
+        if arg is type(None):
+            continue
         try:
-            yield run_id
-        except BaseException as err:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            self.store.finish_run(run_id, status, error=traceback.format_exc(limit=8))
-            raise
-        if self.store.run(run_id).status == "running":
-            self.store.finish_run(run_id, "completed")
-
-    def seed_everything(self, seed: int) -> None:
-        """Seed torch (and numpy) so that an experiment repeats exactly on CPU."""
-        import numpy as np
-
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
+            return _decode(arg, value)
+        except (TypeError, ValueError, KeyError):
+            continue
+    raise TypeError(f"cannot read {value!r} as {tp}")
 
 
-class Claim(ABC):
-    """One measurable statement about skip connections.
+def _decode_container(origin: Any, args: tuple[Any, ...], value: Any) -> Any:
+    if origin in (list, Sequence):
+        return [_decode(args[0] if args else Any, v) for v in value]
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in value)
+        return tuple(_decode(a, v) for a, v in zip(args, value)) if args else tuple(value)
+    if origin in (dict, Mapping):
+        key_tp, val_tp = args if args else (Any, Any)
+        return {_decode(key_tp, k): _decode(val_tp, v) for k, v in value.items()}
+    return value
+
+
+def _decode_scalar(tp: Any, value: Any) -> Any:
+    if tp is float:
+        return float(value)
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{value} is not an integer")
+        return int(value)
+    if tp is str and not isinstance(value, str):
+        raise TypeError(f"cannot read {value!r} as str")
+    return value
+
+
+@dataclass
+class Evidence:
+    """What an experiment measured, as stored with its verdict.
+
+    Args:
+        numbers: the key figures, flat ``name -> number`` (they go to ``claims.json``).
+        tables: tables for the report.
+        notes: caveats printed beside the verdict (e.g. what quick scale cannot show).
+        checks: the claim's checks, as dictionaries (name, passed, measured, kind).
+        summary: the claim's :class:`Summary` as JSON (the figures are drawn from it).
+        settings: the settings the runs used.
+        seeds: seeds the numbers rest on.
+        run_ids: store ids of the runs behind them.
+        series: raw data for the figures of claims written before the runner (JSON-able).
+    """
+
+    numbers: dict[str, float] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    run_ids: list[int] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "numbers": self.numbers,
+            "tables": [t.as_dict() for t in self.tables],
+            "notes": self.notes,
+            "checks": self.checks,
+            "summary": self.summary,
+            "settings": self.settings,
+            "seeds": self.seeds,
+            "run_ids": self.run_ids,
+            "series": self.series,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evidence:
+        return cls(
+            numbers=dict(d.get("numbers", {})),
+            tables=[Table(**t) for t in d.get("tables", [])],
+            notes=list(d.get("notes", [])),
+            checks=list(d.get("checks", [])),
+            summary=dict(d.get("summary", {})),
+            settings=dict(d.get("settings", {})),
+            seeds=list(d.get("seeds", [])),
+            run_ids=list(d.get("run_ids", [])),
+            series=dict(d.get("series", {})),
+        )
+
+
+class Claim(ABC, Generic[S, C, R]):
+    """One measurable statement about skip connections, as a declared experiment.
+
+    Subclass it as ``Claim[Settings, Condition, Result]`` and fill the hooks; the runner owns
+    seeds x conditions, recording, device placement and caching.
 
     Class attributes:
         id: stable ID, e.g. ``"C01"``; slug: e.g. ``"residual-toy"``.
@@ -193,9 +304,11 @@ class Claim(ABC):
         method: how skiplab measures it; criterion: the decision rule, in words.
         math: derivations shown in the report (plain text).
         references: papers, as short citations.
+        version: part of every run's identity; bump it when ``measure`` changes meaning, so
+            stored runs of the old code are not reused.
+        scales: the settings of each scale (``tiny``, ``quick``, ``full``).
         default_seeds: seeds per scale when the user does not say.
-        single_threaded: ``reproduce`` runs the experiment on one intra-op thread, for claims
-            made of many tiny sequential steps where a thread pool only costs time.
+        measure: the module-level ``measure(run, settings, condition, seed) -> numbers``.
     """
 
     id: ClassVar[str]
@@ -206,24 +319,96 @@ class Claim(ABC):
     criterion: ClassVar[str]
     math: ClassVar[str] = ""
     references: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[int] = 1
+    scales: ClassVar[Mapping[str, Any]]
     default_seeds: ClassVar[dict[str, int]] = {"tiny": 1, "quick": 3, "full": 5}
-    single_threaded: ClassVar[bool] = False  # run on one intra-op thread (small sequential work)
+    measure: ClassVar[Any]  # staticmethod(measure): (Run, S, C, int) -> Mapping[str, Any]
+
+    # -- the experiment ----------------------------------------------------------------
+    def settings(self, scale: str) -> S:
+        """The settings at ``scale``."""
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        return typing.cast(S, self.scales[scale])
 
     @abstractmethod
-    def run(self, ctx: Context) -> Evidence:
-        """Do the experiment at ``ctx.scale`` and return what was measured."""
+    def conditions(self, s: S) -> Sequence[C]:
+        """What is compared: every condition is run once per seed."""
+
+    def plan(self, s: S, seeds: Sequence[int]) -> list[tuple[C, int]]:
+        """The runs, ``(condition, seed)`` pairs; default every condition x every seed."""
+        return [(c, seed) for c in self.conditions(s) for seed in seeds]
+
+    def label(self, c: C) -> str:
+        """A condition in run names and progress lines (default: its field values)."""
+        return " ".join(str(v) for v in _plain(c).values())
+
+    def cost(self, s: S, c: C) -> float:
+        """Relative cost of one run, to dispatch the longest first (default 1)."""
+        return 1.0
+
+    # -- the verdict -------------------------------------------------------------------
+    @abstractmethod
+    def summarize(self, s: S, runs: Runs[C]) -> R:
+        """Turn the runs into the claim's typed summary."""
 
     @abstractmethod
-    def decide(self, evidence: Evidence) -> Verdict:
-        """Apply ``criterion`` to the measured numbers."""
+    def checks(self, r: R) -> Sequence[Check]:
+        """The expectations, observed or not (fed to :meth:`Verdict.from_checks`)."""
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        """Draw the evidence into ``outdir`` (PNG); paths are returned relative to it."""
+    def detail(self, r: R) -> str:
+        """The key measured numbers in a sentence, appended to the verdict's reason."""
+        return ""
+
+    def decide(self, r: R) -> Verdict:
+        return Verdict.from_checks(self.checks(r), self.detail(r))
+
+    def numbers(self, r: R) -> dict[str, float]:
+        """Key numbers for ``claims.json`` (default: the summary's top-level numbers)."""
+        return r.numbers()
+
+    def tables(self, r: R) -> list[Table]:
         return []
+
+    def notes(self, r: R) -> list[str]:
+        return []
+
+    def figures(self, r: R, outdir: Path) -> list[Figure]:
+        """Draw the summary into ``outdir`` (PNG); paths are returned relative to it."""
+        return []
+
+    # -- the report --------------------------------------------------------------------
+    @classmethod
+    def summary_type(cls) -> type[R]:
+        """The summary dataclass, read from ``Claim[S, C, R]`` in the class's bases."""
+        for klass in cls.__mro__:
+            for base in getattr(klass, "__orig_bases__", ()):
+                if typing.get_origin(base) is Claim:
+                    return typing.cast(type[R], typing.get_args(base)[2])
+        raise TypeError(f"{cls.__name__} must subclass Claim[Settings, Condition, Summary]")
+
+    def report_figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
+        """Redraw the figures of a stored verdict (the summary is read back from JSON)."""
+        return self.figures(self.summary_type().from_json(evidence.summary), outdir)
 
     def command(self, scale: str) -> str:
         """The exact command that re-runs this claim."""
         return f"skiplab reproduce --claims {self.id} --scale {scale} --force"
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A condition or settings object as a plain dictionary."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"conditions and settings must be dataclasses, got {type(value).__name__}")
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """Mean of ``values``, NaN when any is NaN (a diverged run) or there are none."""
+    xs = [float(v) for v in values]
+    return sum(xs) / len(xs) if xs and all(math.isfinite(x) for x in xs) else math.nan
 
 
 @contextmanager
@@ -242,27 +427,28 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-_CLAIMS: dict[str, type[Claim]] = {}
-C = TypeVar("C", bound=type[Claim])
+_CLAIMS: dict[str, type[Any]] = {}
+K = TypeVar("K", bound=type)
 
 
-def register_claim(cls: C) -> C:
+def register_claim(cls: K) -> K:
     """Add a claim class to the catalogue (IDs and slugs must be unique)."""
     for other in _CLAIMS.values():
-        if other.slug == cls.slug and other.id != cls.id:
-            raise ValueError(f"claim slug {cls.slug!r} used by both {other.id} and {cls.id}")
-    if cls.id in _CLAIMS and _CLAIMS[cls.id] is not cls:
-        raise ValueError(f"claim id {cls.id} registered twice")
-    _CLAIMS[cls.id] = cls
+        if other.slug == cls.slug and other.id != cls.id:  # type: ignore[attr-defined]
+            raise ValueError(f"claim slug {cls.slug!r} used by both {other.id} and {cls.id}")  # type: ignore[attr-defined]
+    cid = cls.id  # type: ignore[attr-defined]
+    if cid in _CLAIMS and _CLAIMS[cid] is not cls:
+        raise ValueError(f"claim id {cid} registered twice")
+    _CLAIMS[cid] = cls
     return cls
 
 
-def catalogue() -> dict[str, type[Claim]]:
+def catalogue() -> dict[str, type[Any]]:
     """Every registered claim class by id, in id order."""
     return dict(sorted(_CLAIMS.items()))
 
 
-def select_claims(spec: str | Sequence[str] = "all") -> list[Claim]:
+def select_claims(spec: str | Sequence[str] = "all") -> list[Any]:
     """Claims named by ``"all"``, IDs (``"C01,C09"``, case-insensitive) or slugs.
 
     Raises:
@@ -275,7 +461,7 @@ def select_claims(spec: str | Sequence[str] = "all") -> list[Claim]:
     if any(n.lower() == "all" for n in names):
         return [cls() for cls in known.values()]
     by_slug = {cls.slug: cls for cls in known.values()}
-    chosen: list[Claim] = []
+    chosen: list[Any] = []
     for name in names:
         cls = known.get(name.upper()) or by_slug.get(name.lower())
         if cls is None:
@@ -284,74 +470,3 @@ def select_claims(spec: str | Sequence[str] = "all") -> list[Claim]:
         if all(type(c) is not cls for c in chosen):
             chosen.append(cls())
     return chosen
-
-
-@dataclass
-class Outcome:
-    """What ``reproduce`` did with one claim."""
-
-    claim: Claim
-    status: str  # holds | fails | inconclusive | error | skipped
-    reason: str
-    wall_s: float = 0.0
-
-
-def reproduce(
-    claims: Sequence[Claim],
-    *,
-    scale: str,
-    store: Store,
-    workdir: str | os.PathLike[str],
-    seeds: int | None = None,
-    force: bool = False,
-    device: str = "cpu",
-    progress: bool = False,
-    log: Any = None,
-) -> list[Outcome]:
-    """Run each claim not already complete at ``scale`` and store its verdict.
-
-    A claim that raises is recorded as an error (its run marked failed) and the others go on.
-
-    Args:
-        seeds: number of seeds (default: each claim's own default for the scale).
-        force: re-run claims that already have a verdict at this scale.
-        log: called with one line of text per event (default: silent).
-    """
-    say = log or (lambda _msg: None)
-    outcomes: list[Outcome] = []
-    for claim in claims:
-        n_seeds = seeds if seeds is not None else claim.default_seeds[scale]
-        seed_list = list(range(n_seeds))
-        done = store.latest_verdict(claim.id, scale)
-        if done is not None and not force and done.seeds == seed_list:
-            say(f"{claim.id} {claim.slug}: already {done.verdict} at {scale} scale (use --force)")
-            outcomes.append(Outcome(claim, "skipped", done.reason, done.wall_s or 0.0))
-            continue
-        say(f"{claim.id} {claim.slug}: running at {scale} scale, seeds {seed_list}")
-        ctx = Context(claim, scale, seed_list, store, Path(workdir) / claim.slug, device, progress)
-        t0 = time.perf_counter()
-        try:
-            with single_thread() if claim.single_threaded else nullcontext():
-                evidence = claim.run(ctx)
-            evidence.run_ids = sorted(set(evidence.run_ids) | set(ctx.run_ids))
-            if not evidence.seeds:
-                evidence.seeds = seed_list
-            verdict = claim.decide(evidence)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one broken claim must not lose the others
-            wall = time.perf_counter() - t0
-            msg = f"{type(err).__name__}: {err}"
-            say(f"{claim.id} {claim.slug}: ERROR {msg}")
-            run_id = store.start_run(f"{claim.id} error", "claim", {}, claim=claim.id, scale=scale)
-            store.finish_run(run_id, "failed", error=traceback.format_exc(limit=12))
-            outcomes.append(Outcome(claim, "error", msg, wall))
-            continue
-        wall = time.perf_counter() - t0
-        store.save_verdict(
-            claim.id, claim.slug, scale, verdict.status, verdict.reason, evidence.as_dict(),
-            seed_list, evidence.run_ids, wall,
-        )  # fmt: skip
-        say(f"{claim.id} {claim.slug}: {verdict.status} ({wall:.1f} s): {verdict.reason}")
-        outcomes.append(Outcome(claim, verdict.status, verdict.reason, wall))
-    return outcomes

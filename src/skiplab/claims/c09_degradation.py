@@ -10,6 +10,7 @@ and the depth gap of the plain pair is compared with the depth gap of the residu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,17 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
-from skiplab.claims._stats import clearly_greater, summarize
-from skiplab.claims._training import train_classifier
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import clearly_greater, describe
 from skiplab.data import Splits, load_mnist, load_mnist1d
-from skiplab.train import TrainConfig
+from skiplab.models import create_model
+from skiplab.train import Classification, TrainConfig
 
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 PAIRS = {"plain": ("plain20", "plain56"), "residual": ("resnet20", "resnet56")}
 DATASETS = ("mnist1d", "mnist")
+CURVES = ("train_loss", "train_acc", "test_loss", "test_acc")
 # "No comparable degradation": the residual depth gap is at most this fraction of the plain
 # one, on the log-loss scale (how many times worse) and on the loss scale (how much worse).
 LOG_FRACTION = 0.5
@@ -33,30 +36,82 @@ LINEAR_FRACTION = 0.1
 DEPTH_COLORS = {"20": "#2ca02c", "56": "#d62728"}
 
 
-def _data(ctx: Context, dataset: str) -> tuple[Splits, int]:
-    """The splits of ``dataset`` at the context's scale and the model dimension (1 or 2)."""
+@dataclass(frozen=True)
+class Settings:
+    mnist1d_train: int | None = None  # the canonical MNIST-1D (4,000 / 1,000): all of it
+    mnist1d_epochs: int = 10  # plain-56's gap to plain-20 is clear after 10 epochs
+    mnist_size: int | None = 14  # average-pooled to 14x14: a 2-D net a CPU trains in minutes
+    mnist_train: int | None = 4000  # of the 8,000 training images
+    mnist_test: int | None = 1000  # of the 2,000 test images
+    mnist_epochs: int = 4  # 2-D nets see 4x more pixels per example
+    batch_size: int = 128  # He et al. 2015
+    lr: float = 0.1  # He et al. 2015 (SGD, momentum 0.9, weight decay 1e-4), one-cycle peak
+
+
+SCALES = {
+    "tiny": Settings(
+        mnist1d_train=2000, mnist1d_epochs=6, mnist_size=7, mnist_train=1000, mnist_test=500,
+        mnist_epochs=3,
+    ),
+    "quick": Settings(),
+    "full": Settings(mnist1d_epochs=60, mnist_size=None, mnist_train=None, mnist_test=None,
+                     mnist_epochs=30),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Condition:
+    dataset: str  # mnist1d (1-D nets) or mnist (2-D nets)
+    model: str  # a registered model: plain20, plain56, resnet20, resnet56
+
+
+def _data(s: Settings, dataset: str) -> tuple[Splits, int]:
+    """The splits of ``dataset`` and the model dimension (1 or 2)."""
     if dataset == "mnist1d":
-        # the canonical MNIST-1D (4,000 / 1,000); quick and full use all of it
-        return load_mnist1d().subset(ctx.pick(tiny=2000, quick=None, full=None), None), 1
-    size = ctx.pick(tiny=7, quick=14, full=None)
-    mnist = load_mnist(size=size)
-    n_train = ctx.pick(tiny=1000, quick=4000, full=None)
-    n_test = ctx.pick(tiny=500, quick=1000, full=None)
-    return mnist.subset(n_train, n_test), 2
+        return load_mnist1d().subset(s.mnist1d_train, None), 1
+    return load_mnist(size=s.mnist_size).subset(s.mnist_train, s.mnist_test), 2
 
 
-def _train_config(ctx: Context, dataset: str) -> TrainConfig:
-    # One optimiser for all four networks (He et al. 2015: SGD, momentum 0.9, wd 1e-4, lr 0.1);
-    # one-cycle so that a short budget still ends at a small learning rate.
-    epochs = {
-        "mnist1d": ctx.pick(tiny=6, quick=10, full=60),
-        "mnist": ctx.pick(tiny=3, quick=4, full=30),
-    }[dataset]
-    return TrainConfig(epochs=epochs, batch_size=128, lr=0.1, schedule="onecycle")
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Train one network from its seeded init; its final-epoch numbers."""
+    splits, dim = _data(s, c.dataset)
+    model = run.build(lambda: create_model(c.model, dim=dim, in_channels=splits.in_channels))
+    # One optimiser for all four networks; one-cycle so a short budget ends at a small lr.
+    epochs = s.mnist1d_epochs if c.dataset == "mnist1d" else s.mnist_epochs
+    cfg = TrainConfig(epochs=epochs, batch_size=s.batch_size, lr=s.lr, schedule="onecycle")
+    fit = run.fit(model, Classification(splits.train, splits.test), cfg)
+    last = fit.last if fit.diverged is None else {}
+    return {
+        "train_loss": last.get("train_loss", math.nan),
+        "train_err": 1 - last.get("train_acc", math.nan),
+        "test_acc": last.get("test_acc", math.nan),
+        "data": repr(splits),
+        "epochs": epochs,
+    }
+
+
+@dataclass
+class DatasetResult:
+    """One dataset's runs: per model, one value per seed."""
+
+    train_loss: dict[str, list[float]]
+    train_err: dict[str, list[float]]
+    test_acc: dict[str, list[float]]
+    wall_s: dict[str, list[float]]
+    curves: dict[str, list[dict[str, list[float]]]]  # model -> per seed -> metric -> epochs
+    setup: str
+    log_gap: dict[str, float]  # plain / residual: mean log10(L_deep / L_shallow)
+
+
+@dataclass
+class Result(Summary):
+    datasets: dict[str, DatasetResult]
+    seeds: list[int]
+    diverged: list[str] = field(default_factory=list)
 
 
 @register_claim
-class Degradation(Claim):
+class Degradation(Claim[Settings, Condition, Result]):
     id = "C09"
     slug = "degradation"
     title = "Degradation: plain-56 trains worse than plain-20, ResNet-56 does not"
@@ -104,98 +159,83 @@ class Degradation(Claim):
         "Greydanus & Kobak 2024, Scaling down deep learning with MNIST-1D",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        ev = Evidence(seeds=ctx.seeds)
-        histories: dict[str, dict[str, list[dict[str, list[float]]]]] = {}
-        final: dict[str, dict[str, dict[str, list[float]]]] = {}
-        rows: list[list[Any]] = []
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition(d, m) for d in DATASETS for m in MODELS]
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        depth = int(c.model[-2:])
+        if c.dataset == "mnist1d":
+            return depth * s.mnist1d_epochs * (s.mnist1d_train or 4000) / 1000
+        pixels = (s.mnist_size or 28) ** 2 / 196
+        return 4 * depth * s.mnist_epochs * pixels * (s.mnist_train or 8000) / 1000
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        datasets = {}
+        diverged = []
         for dataset in DATASETS:
-            splits, dim = _data(ctx, dataset)
-            train_cfg = _train_config(ctx, dataset)
-            histories[dataset] = {m: [] for m in MODELS}
-            final[dataset] = {m: {} for m in MODELS}
-            ev.series[f"{dataset}_setup"] = {
-                "data": repr(splits), "epochs": train_cfg.epochs, "batch": train_cfg.batch_size,
-            }  # fmt: skip
-            for seed in ctx.seeds:
-                for model in MODELS:
-                    res = train_classifier(
-                        ctx, f"C09 {model} {dataset} seed {seed}", model, splits, train_cfg,
-                        seed, dim=dim, in_channels=splits.in_channels,
-                    )  # fmt: skip
-                    h = res.history
-                    histories[dataset][model].append(
-                        {
-                            k: h.series(k)
-                            for k in ("train_loss", "train_acc", "test_loss", "test_acc")
-                        }
-                    )
-                    last = h.last if res.diverged is None else {}
-                    values = {
-                        "train_loss": last.get("train_loss", math.nan),
-                        "train_err": 1 - last.get("train_acc", math.nan),
-                        "test_acc": last.get("test_acc", math.nan),
-                        "wall_s": res.wall_s,
-                    }
-                    for key, value in values.items():
-                        final[dataset][model].setdefault(key, []).append(float(value))
-                    if res.diverged is not None:
-                        ev.notes.append(
-                            f"{model} on {dataset}, seed {seed} diverged: {res.diverged}"
-                        )
-                    rows.append([
-                        dataset, model, seed, f"{values['train_loss']:.4g}",
-                        f"{100 * values['train_err']:.2f}", f"{100 * values['test_acc']:.2f}",
-                        f"{res.wall_s:.1f}",
-                    ])  # fmt: skip
+            by = runs.where(dataset=dataset)
+            for r in by:
+                if r.diverged:
+                    diverged.append(f"{r.condition.model} on {dataset}, seed {r.seed}: {r.error}")
+            loss = {m: by.values("train_loss", model=m) for m in MODELS}
+            first = by.records[0]
+            datasets[dataset] = DatasetResult(
+                train_loss=loss,
+                train_err={m: by.values("train_err", model=m) for m in MODELS},
+                test_acc={m: by.values("test_acc", model=m) for m in MODELS},
+                wall_s={m: [r.wall_s for r in by.where(model=m)] for m in MODELS},
+                curves={
+                    m: [{k: r.curve(k) for k in CURVES} for r in by.where(model=m)] for m in MODELS
+                },
+                setup=f"{first.get('data')}, {first.get('epochs')} epochs, batch {s.batch_size}",
+                log_gap={
+                    kind: float(np.mean(_log_gaps(loss[a], loss[b])))
+                    for kind, (a, b) in PAIRS.items()
+                },
+            )
+        return Result(datasets, runs.seeds, diverged)
+
+    def checks(self, r: Result) -> list[Check]:
+        return [c for dataset in DATASETS for c in _dataset_checks(dataset, r.datasets[dataset])]
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {}
+        for dataset, d in r.datasets.items():
             for model in MODELS:
-                for key in ("train_loss", "test_acc"):
-                    vals = final[dataset][model][key]
-                    ev.numbers[f"{dataset}_{model}_{key}"] = (
-                        float(np.mean(vals)) if np.isfinite(vals).all() else math.nan
-                    )
-            for kind, (shallow, deep) in PAIRS.items():
-                gaps = _log_gaps(
-                    final[dataset][shallow]["train_loss"], final[dataset][deep]["train_loss"]
-                )
-                ev.numbers[f"{dataset}_{kind}_log_gap"] = float(np.mean(gaps))
-        ev.series["histories"] = histories
-        ev.series["final"] = final
-        ev.tables.append(
-            Table(
-                "Final epoch per run (same optimiser and budget for all four networks)",
-                ["dataset", "model", "seed", "train loss", "train error %", "test acc %", "wall s"],
-                rows,
-                "train loss: mean over the last epoch's batches (train-mode BN); test accuracy "
-                "of the final weights.",
-            )
+                out[f"{dataset}_{model}_train_loss"] = _mean(d.train_loss[model])
+                out[f"{dataset}_{model}_test_acc"] = _mean(d.test_acc[model])
+            for kind, gap in d.log_gap.items():
+                out[f"{dataset}_{kind}_log_gap"] = gap
+        return out
+
+    def notes(self, r: Result) -> list[str]:
+        return [f"{d}: {r.datasets[d].setup}." for d in DATASETS] + [
+            f"diverged: {msg}" for msg in r.diverged
+        ]
+
+    def tables(self, r: Result) -> list[Table]:
+        rows: list[list[Any]] = []
+        for dataset, d in r.datasets.items():
+            for model in MODELS:
+                for i, seed in enumerate(r.seeds):
+                    rows.append([
+                        dataset, model, seed, f"{d.train_loss[model][i]:.4g}",
+                        f"{100 * d.train_err[model][i]:.2f}", f"{100 * d.test_acc[model][i]:.2f}",
+                        f"{d.wall_s[model][i]:.1f}",
+                    ])  # fmt: skip
+        per_run = Table(
+            "Final epoch per run (same optimiser and budget for all four networks)",
+            ["dataset", "model", "seed", "train loss", "train error %", "test acc %", "wall s"],
+            rows,
+            "train loss: mean over the last epoch's batches (train-mode BN); test accuracy "
+            "of the final weights.",
         )
-        ev.tables.append(_summary_table(final))
-        for dataset in DATASETS:
-            setup = ev.series[f"{dataset}_setup"]
-            ev.notes.append(
-                f"{dataset}: {setup['data']}, {setup['epochs']} epochs, batch {setup['batch']}."
-            )
-        return ev
+        return [per_run, _summary_table(r.datasets)]
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        final = evidence.series["final"]
-        statuses: list[str] = []
-        parts: list[str] = []
-        for dataset in DATASETS:
-            status, text = _decide_dataset(final[dataset])
-            statuses.append(status)
-            parts.append(f"{dataset}: {status}: {text}")
-        overall = (
-            "fails" if "fails" in statuses
-            else "holds" if all(s == "holds" for s in statuses)
-            else "inconclusive"
-        )  # fmt: skip
-        return Verdict(overall, " | ".join(parts))
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        histories = evidence.series["histories"]
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         out: list[Figure] = []
         for metric, fname, ylabel, log in (
             ("error", "error_curves.png", "error (%)", False),
@@ -203,49 +243,63 @@ class Degradation(Claim):
         ):
             fig, axes = _plot.subplots(len(DATASETS), 2, width=4.6, height=3.4, sharey="row")
             for row, dataset in enumerate(DATASETS):
+                curves = r.datasets[dataset].curves
                 for col, (kind, pair) in enumerate(PAIRS.items()):
-                    ax = axes[row][col]
-                    for model in pair:
-                        runs = histories[dataset][model]
-                        color = DEPTH_COLORS[model[-2:]]
-                        label = f"{'ResNet' if kind == 'residual' else 'plain'}-{model[-2:]}"
-                        for split, lw in (("train", 1.0), ("test", 2.4)):
-                            key = f"{split}_loss" if metric == "loss" else f"{split}_acc"
-                            curves = _stack([r[key] for r in runs])
-                            if curves.size == 0:
-                                continue
-                            ys = curves if metric == "loss" else 100 * (1 - curves)
-                            epochs = np.arange(1, ys.shape[1] + 1)
-                            mean = np.exp(np.log(ys).mean(0)) if log else ys.mean(0)
-                            ax.plot(epochs, mean, color=color, lw=lw,
-                                    label=f"{label} {split}")  # fmt: skip
-                            if split == "train" and ys.shape[0] > 1:
-                                ax.fill_between(
-                                    epochs, ys.min(0), ys.max(0), color=color, alpha=0.15
-                                )
+                    _curve_panel(axes[row][col], curves, kind, pair, metric, log)
                     if log:
-                        ax.set_yscale("log")
                         # eval-mode BN makes the first epochs' test loss of deep nets huge
                         # (1e4); keep the axis on the training losses the claim is about
-                        ax.set_ylim(*_train_loss_range(histories[dataset]))
-                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                    ax.set(
-                        title=f"{dataset}: {kind}",
-                        xlabel="epoch",
+                        axes[row][col].set_ylim(*_train_loss_range(curves))
+                    axes[row][col].set(
+                        title=f"{dataset}: {kind}", xlabel="epoch",
                         ylabel=ylabel if col == 0 else None,
-                    )
-                    ax.legend(fontsize=8)
+                    )  # fmt: skip
             _plot.save(fig, outdir / fname)
+            cut = (
+                " Test losses above ten times the largest training loss are cut off." if log else ""
+            )
             out.append(
                 Figure(
                     fname,
                     f"Training (thin, band: min-max over seeds) and test (bold) {metric} against "
                     "epoch, in the style of He et al. 2015 Fig. 4: plain networks left, residual "
                     f"right; green depth 20, red depth 56; {'geometric ' if log else ''}mean over "
-                    f"seeds.{' Test losses above ten times the largest training loss are cut off.' if log else ''}",
+                    f"seeds.{cut}",
                 )
             )
         return out
+
+
+def _curve_panel(
+    ax: Any,
+    curves: dict[str, list[dict[str, list[float]]]],
+    kind: str,
+    pair: tuple[str, str],
+    metric: str,
+    log: bool,
+) -> None:
+    for model in pair:
+        color = DEPTH_COLORS[model[-2:]]
+        label = f"{'ResNet' if kind == 'residual' else 'plain'}-{model[-2:]}"
+        for split, lw in (("train", 1.0), ("test", 2.4)):
+            key = f"{split}_loss" if metric == "loss" else f"{split}_acc"
+            stacked = _stack([run[key] for run in curves[model]])
+            if stacked.size == 0:
+                continue
+            ys = stacked if metric == "loss" else 100 * (1 - stacked)
+            epochs = np.arange(1, ys.shape[1] + 1)
+            mean = np.exp(np.log(ys).mean(0)) if log else ys.mean(0)
+            ax.plot(epochs, mean, color=color, lw=lw, label=f"{label} {split}")
+            if split == "train" and ys.shape[0] > 1:
+                ax.fill_between(epochs, ys.min(0), ys.max(0), color=color, alpha=0.15)
+    if log:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if np.isfinite(values).all() else math.nan
 
 
 def _log_gaps(shallow: list[float], deep: list[float]) -> list[float]:
@@ -256,52 +310,60 @@ def _log_gaps(shallow: list[float], deep: list[float]) -> list[float]:
     ]
 
 
-def _decide_dataset(final: dict[str, dict[str, list[float]]]) -> tuple[str, str]:
-    """Apply the criterion to one dataset's final losses; returns (status, explanation)."""
-    loss = {m: final[m]["train_loss"] for m in MODELS}
-    acc = {m: final[m]["test_acc"] for m in MODELS}
+def _dataset_checks(dataset: str, d: DatasetResult) -> list[Check]:
+    """The criterion on one dataset's final losses."""
+    loss, acc = d.train_loss, d.test_acc
     if not all(math.isfinite(v) for vals in loss.values() for v in vals):
-        return "inconclusive", "a run diverged (see notes); no gap can be measured"
+        return [Check(f"{dataset}: every run trained without diverging", False, kind="evidence")]
     g_plain = _log_gaps(loss["plain20"], loss["plain56"])
     g_res = _log_gaps(loss["resnet20"], loss["resnet56"])
     d_plain = float(np.mean(loss["plain56"])) - float(np.mean(loss["plain20"]))
     d_res = float(np.mean(loss["resnet56"])) - float(np.mean(loss["resnet20"]))
     text = (
         "train loss "
-        + ", ".join(
-            f"{m} {summarize(loss[m]).mean:.3g}±{summarize(loss[m]).std:.1g}" for m in MODELS
-        )
+        + ", ".join(f"{m} {describe(loss[m]).mean:.3g}±{describe(loss[m]).std:.1g}" for m in MODELS)
         + f"; log10 gap plain {np.mean(g_plain):.2f} vs residual {np.mean(g_res):.2f}; "
         f"loss gap plain {d_plain:.3g} vs residual {d_res:.3g}; test acc "
         + ", ".join(f"{m} {100 * np.mean(acc[m]):.1f}%" for m in MODELS)
     )
-    plain_clear = clearly_greater(loss["plain56"], loss["plain20"])
-    residual_small = (
-        clearly_greater(g_plain, g_res)
-        and float(np.mean(g_res)) <= LOG_FRACTION * float(np.mean(g_plain))
-        and d_res <= LINEAR_FRACTION * d_plain
-    )
-    if plain_clear and residual_small:
-        return "holds", text
+    checks = [
+        Check(f"{dataset}: plain-56 trains worse than plain-20 on average", d_plain > 0, text)
+    ]
     if d_plain <= 0:
-        return "fails", "plain-56 did not train worse than plain-20; " + text
+        return checks
+    plain_clear = clearly_greater(loss["plain56"], loss["plain20"])
+    checks.append(
+        Check(
+            f"{dataset}: plain-56 worse than plain-20 beyond the seed spread",
+            plain_clear,
+            text,
+            kind="evidence",
+        )
+    )
     if plain_clear:
-        return "fails", "ResNet-56 degraded comparably to plain-56; " + text
-    return "inconclusive", "plain-56 worse on average but within the seed spread; " + text
+        residual_small = (
+            clearly_greater(g_plain, g_res)
+            and float(np.mean(g_res)) <= LOG_FRACTION * float(np.mean(g_plain))
+            and d_res <= LINEAR_FRACTION * d_plain
+        )
+        checks.append(
+            Check(f"{dataset}: ResNet-56 degrades far less than plain-56", residual_small, text)
+        )
+    return checks
 
 
-def _summary_table(final: dict[str, dict[str, dict[str, list[float]]]]) -> Table:
+def _summary_table(datasets: dict[str, DatasetResult]) -> Table:
     rows: list[list[Any]] = []
-    for dataset, by_model in final.items():
+    for dataset, d in datasets.items():
         for model in MODELS:
-            loss, acc = by_model[model]["train_loss"], by_model[model]["test_acc"]
+            loss, acc = d.train_loss[model], d.test_acc[model]
             finite = bool(np.isfinite(loss).all())
-            test = summarize([100 * a for a in acc]) if finite else None
+            test = describe([100 * a for a in acc]) if finite else None
             rows.append([
-                dataset, model, str(summarize(loss)) if finite else "diverged",
-                f"{100 * np.mean(by_model[model]['train_err']):.2f}",
+                dataset, model, str(describe(loss)) if finite else "diverged",
+                f"{100 * np.mean(d.train_err[model]):.2f}",
                 f"{test.mean:.2f} ± {test.std:.2f}" if test else "diverged",
-                f"{np.mean(by_model[model]['wall_s']):.1f}",
+                f"{np.mean(d.wall_s[model]):.1f}",
             ])  # fmt: skip
     return Table(
         "Mean over seeds: final training loss (95% t-interval), training error, test accuracy",

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from skiplab.claims import Claim, Evidence, Figure, catalogue
+from skiplab.claims import Evidence, Figure, catalogue
 from skiplab.store import Store, VerdictRow
 
 _ENV = jinja2.Environment(
@@ -51,7 +51,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def claim_record(claim: Claim, row: VerdictRow) -> dict[str, Any]:
+def claim_record(claim: Any, row: VerdictRow) -> dict[str, Any]:
     """The ``claims.json`` object of one claim."""
     return {
         "id": claim.id,
@@ -101,7 +101,7 @@ def build_report(
         if row is not None:
             evidence = Evidence.from_dict(row.evidence)
             try:
-                figs = claim.figures(evidence, out / "figures" / claim.slug)
+                figs = claim.report_figures(evidence, out / "figures" / claim.slug)
             except Exception as err:  # a broken plot must not hide the verdict
                 figs = []
                 section["error"] = f"figures failed: {type(err).__name__}: {err}"

@@ -1,4 +1,5 @@
-"""Training: a deterministic Trainer with checksummed checkpoints, exact resume and DDP."""
+"""Training: a deterministic Trainer over a task protocol, with checksummed checkpoints, exact
+resume and DDP."""
 
 from skiplab.train.checkpoint import (
     CheckpointError,
@@ -8,6 +9,15 @@ from skiplab.train.checkpoint import (
     save_checkpoint,
 )
 from skiplab.train.distributed import DistInfo, init_distributed
+from skiplab.train.tasks import (
+    Classification,
+    NodeClassification,
+    Segmentation,
+    SequenceRegression,
+    SequenceToSequence,
+    StepLoss,
+    Task,
+)
 from skiplab.train.trainer import (
     DivergedError,
     History,
@@ -19,9 +29,16 @@ from skiplab.train.trainer import (
 
 __all__ = [
     "CheckpointError",
+    "Classification",
     "DistInfo",
     "DivergedError",
     "History",
+    "NodeClassification",
+    "Segmentation",
+    "SequenceRegression",
+    "SequenceToSequence",
+    "StepLoss",
+    "Task",
     "TrainConfig",
     "Trainer",
     "evaluate",

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from skiplab.diagnostics import eval_mode
 from skiplab.train import distributed as _dist
 from skiplab.train.checkpoint import (
     CheckpointError,
@@ -34,6 +35,7 @@ from skiplab.train.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
+from skiplab.train.tasks import Classification, Segmentation, Task, move
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
@@ -64,6 +66,8 @@ class TrainConfig:
     seed: int = 0  # shuffling; seed the model init yourself before building it
     eval_batch_size: int = 1000
     log_every: int = 0  # also store the training loss every N steps (0: per epoch only)
+    eval_every: int = 1  # evaluate the task's metrics every N epochs (and after the last)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moments (Vaswani et al.: 0.9, 0.98)
     max_steps: int | None = None  # stop after this many steps (He et al. 2015: 64k); else epochs
 
     def __post_init__(self) -> None:
@@ -77,6 +81,11 @@ class TrainConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.eval_every < 1 or self.log_every < 0:
+            raise ValueError(
+                f"eval_every must be >= 1 and log_every >= 0, got {self.eval_every}, "
+                f"{self.log_every}"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
 
@@ -104,7 +113,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 @torch.no_grad()
@@ -115,17 +124,15 @@ def evaluate(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``data`` in eval mode."""
-    was_training = model.training
-    model.eval()
     x_all, y_all = data.tensors[0], data.tensors[1]
     total_loss, correct, n = 0.0, 0, 0
-    for i in range(0, len(x_all), batch_size):
-        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
-        out = model(x)
-        total_loss += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        n += len(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(x_all), batch_size):
+            x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
+            out = model(x)
+            total_loss += F.cross_entropy(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            n += len(y)
     return {"loss": total_loss / max(n, 1), "acc": correct / max(n, 1)}
 
 
@@ -164,7 +171,7 @@ def _normalised(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class Trainer:
-    """Train a classifier on in-memory tensors.
+    """Train a model on a :class:`~skiplab.train.tasks.Task` (default: classification).
 
     Args:
         model: the network (already seeded and built).
@@ -173,9 +180,10 @@ class Trainer:
         run_id: the run these metrics belong to.
         checkpoint: file written atomically after each epoch, the one before kept as
             ``<name>.prev`` (default: none).
+        checkpoint_every_s: write the checkpoint after an epoch only when this many seconds
+            have passed since the last one (default: after every epoch).
         device: where to train (default CPU; under torchrun each rank's own device).
         progress: show a progress bar; default only when stderr is a terminal.
-        loss_fn: ``(logits, targets) -> loss`` (default cross-entropy).
         hooks: callables ``hook(trainer, step, loss)`` after every optimiser step.
         augment: ``(x, generator) -> x`` applied to each training batch, e.g.
             :func:`skiplab.data.cifar.flip_crop`; its generator is part of the checkpoint.
@@ -183,6 +191,8 @@ class Trainer:
             the store (``<store dir>/tensorboard/run<id>``) when there is one; ``False``: none.
         sync_batchnorm: under DDP on CUDA, convert BatchNorm to SyncBatchNorm so statistics
             are those of the global batch (default True; CPU/gloo has no SyncBatchNorm).
+        log: ``log(step, metrics, epoch)`` receives every metric row instead of the store
+            (the experiment runner's run handle buffers them for the driver to store).
     """
 
     def __init__(
@@ -193,24 +203,26 @@ class Trainer:
         store: Any = None,
         run_id: int | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every_s: float | None = None,
         device: str | torch.device = "cpu",
         progress: bool | None = None,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
         hooks: list[Callable[[Trainer, int, float], None]] | None = None,
         augment: Augment | None = None,
         tensorboard: str | os.PathLike[str] | bool | None = None,
         sync_batchnorm: bool = True,
+        log: Callable[[int, dict[str, float], int | None], None] | None = None,
     ) -> None:
         self.dist = _dist.current()
         self.cfg = cfg
         self.store = store if self.dist.is_main else None
         self.run_id = run_id
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.checkpoint_every_s = checkpoint_every_s
+        self.log = log
         self.device = torch.device(device)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and (
             self.dist.is_main
         )
-        self.loss_fn = loss_fn
         self.hooks = list(hooks or [])
         self.augment = augment
         if self.dist.distributed and sync_batchnorm and self.device.type == "cuda":
@@ -261,8 +273,9 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.scheduler is not None
         saved = state.get("config")
-        if saved is not None and _normalised(saved) != _normalised(asdict(self.cfg)):
-            mine = _normalised(asdict(self.cfg))
+        mine = _normalised(asdict(self.cfg))
+        if saved is not None and _normalised(saved) != mine:
+            saved = _normalised(saved)
             diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
             raise CheckpointError(
                 "checkpoint was written with a different training config "
@@ -280,21 +293,27 @@ class Trainer:
             self.augment_generator.set_state(state["augment_rng"])
 
     # -- training -----------------------------------------------------------------------
-    def total_steps(self, n_train: int) -> int:
-        """Optimiser steps of the whole run on ``n_train`` examples."""
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of the whole run for an epoch of ``steps_per_epoch`` steps."""
         if self.cfg.max_steps is not None:
             return self.cfg.max_steps
-        return math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
+        return steps_per_epoch * self.cfg.epochs
 
     def fit(
-        self, train: TensorDataset, test: TensorDataset | None = None, *, resume: bool = False
+        self,
+        task: Task | TensorDataset,
+        test: TensorDataset | None = None,
+        *,
+        resume: bool = False,
     ) -> History:
-        """Train for ``cfg.epochs`` epochs (or ``cfg.max_steps`` steps).
+        """Train on ``task`` for ``cfg.epochs`` epochs (or ``cfg.max_steps`` steps).
 
         Args:
+            task: a :class:`~skiplab.train.tasks.Task`, or a ``TensorDataset(x, y)`` for
+                :class:`~skiplab.train.tasks.Classification` (with ``test`` its test split).
             resume: continue from the checkpoint (or, if it is damaged, the previous one)
-                when one exists; the restored epochs are logged to the store again so the
-                run's metrics are complete.
+                when one exists; the restored epochs are logged again so the run's metrics
+                are complete.
 
         Raises:
             DivergedError: a non-finite loss or gradient; the run is marked diverged in the
@@ -302,10 +321,15 @@ class Trainer:
             CheckpointError: ``resume`` found only damaged checkpoints, or one written with
                 a different config.
         """
-        x_all, y_all = train.tensors[0], train.tensors[1]
-        n = len(x_all)
-        steps_per_epoch = math.ceil(n / self.cfg.batch_size)
-        total = self.total_steps(n)
+        if isinstance(task, TensorDataset):
+            task = Classification(task, test, eval_batch_size=self.cfg.eval_batch_size)
+        elif test is not None:
+            raise ValueError("pass the test split inside the task, not beside it")
+        if self.augment is not None and not isinstance(task, Classification | Segmentation):
+            raise ValueError(f"augment applies to image tasks, not {type(task).__name__}")
+        task.setup(self.device)
+        steps_per_epoch = task.steps_per_epoch(self.cfg.batch_size)
+        total = self.total_steps(steps_per_epoch)
         epochs = math.ceil(total / steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(self.cfg, s, total)
@@ -313,49 +337,28 @@ class Trainer:
         if resume and self.checkpoint is not None and checkpoint_exists(self.checkpoint):
             state, _ = load_latest_checkpoint(self.checkpoint)
             self.load_state_dict(state)
-            if self.store is not None and self.run_id is not None:
-                for e, metrics in enumerate(self.history.epochs, start=1):
-                    step = min(e * steps_per_epoch, total)
-                    self.store.log_metrics(self.run_id, step, metrics, epoch=e)
+            for e, metrics in enumerate(self.history.epochs, start=1):
+                self._log(min(e * steps_per_epoch, total), metrics, e)
         self.net.train()
         bar = tqdm(
             total=total, initial=self.step, disable=not self.progress, leave=False, unit="step"
         )
-        world, rank = self.dist.world_size, self.dist.rank
+        saved_at = time.perf_counter()
         try:
             while self.epoch < epochs and self.step < total:
                 t0 = time.perf_counter()
-                order = torch.randperm(n, generator=self.generator)
-                sums = torch.zeros(3, dtype=torch.float64)  # loss * count, correct, count
-                for i in range(0, n, self.cfg.batch_size):
-                    if self.step >= total:
-                        break
-                    idx = _dist.shard(order[i : i + self.cfg.batch_size], rank, world)
-                    x, y = x_all[idx], y_all[idx]
-                    if self.augment is not None:
-                        x = self.augment(x, self.augment_generator)
-                    loss_sum, n_correct, count = self._train_step(
-                        x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    )
-                    sums += torch.tensor([loss_sum, n_correct, count], dtype=torch.float64)
-                    bar.update(1)
+                sums = self._epoch(task, total, bar)
                 self.epoch += 1
-                metrics = {
-                    "train_loss": float(sums[0] / sums[2]),
-                    "train_acc": float(sums[1] / sums[2]),
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "epoch_s": time.perf_counter() - t0,
-                }
-                if test is not None:
-                    ev = evaluate(self.model, test, self.cfg.eval_batch_size, self.device)
-                    metrics.update(test_loss=ev["loss"], test_acc=ev["acc"])
+                metrics = self._epoch_metrics(task, sums, evaluate=self._eval_due(epochs))
+                metrics["epoch_s"] = time.perf_counter() - t0
                 self.history.epochs.append(metrics)
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}")
-                if self.store is not None and self.run_id is not None:
-                    self.store.log_metrics(self.run_id, self.step, metrics, epoch=self.epoch)
+                self._log(self.step, metrics, self.epoch)
                 self._write_tensorboard(metrics)
-                if self.checkpoint is not None and self.dist.is_main:
+                if self._checkpoint_due(saved_at):
+                    assert self.checkpoint is not None
                     save_checkpoint(self.state_dict(), self.checkpoint)
+                    saved_at = time.perf_counter()
         except DivergedError as err:
             if self.store is not None and self.run_id is not None:
                 self.store.finish_run(self.run_id, "diverged", error=str(err))
@@ -367,25 +370,65 @@ class Trainer:
                 self._writer = None
         return self.history
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-        """One optimiser step; returns the global batch's (loss sum, correct, count)."""
+    def _epoch(self, task: Task, total: int, bar: Any) -> torch.Tensor:
+        """Train one epoch (or up to ``total`` steps); the summed (loss * n, n, stats)."""
+        sums = torch.zeros(2 + len(task.stats), dtype=torch.float64)
+        world, rank = self.dist.world_size, self.dist.rank
+        for batch in task.batches(self.cfg.batch_size, self.generator, rank, world):
+            if self.step >= total:
+                break
+            if self.augment is not None:
+                batch = (self.augment(batch[0], self.augment_generator), *batch[1:])
+            sums += self._train_step(task, move(batch, self.device))
+            bar.update(1)
+        return sums
+
+    def _epoch_metrics(self, task: Task, sums: torch.Tensor, evaluate: bool) -> dict[str, float]:
+        n = float(sums[1])
+        metrics = {"train_loss": float(sums[0]) / n}
+        metrics.update({f"train_{k}": float(v) / n for k, v in zip(task.stats, sums[2:])})
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        if evaluate:
+            metrics.update(self._evaluate(task))
+        return metrics
+
+    def _eval_due(self, epochs: int) -> bool:
+        return self.epoch % self.cfg.eval_every == 0 or self.epoch == epochs
+
+    def _checkpoint_due(self, saved_at: float) -> bool:
+        if self.checkpoint is None or not self.dist.is_main:
+            return False
+        every = self.checkpoint_every_s
+        return every is None or time.perf_counter() - saved_at >= every
+
+    @torch.no_grad()
+    def _evaluate(self, task: Task) -> dict[str, float]:
+        with eval_mode(self.model):
+            return task.metrics(self.model, self.device)
+
+    def _log(self, step: int, metrics: dict[str, float], epoch: int | None) -> None:
+        if self.log is not None:
+            self.log(step, metrics, epoch)
+        elif self.store is not None and self.run_id is not None:
+            self.store.log_metrics(self.run_id, step, metrics, epoch=epoch)
+
+    def _train_step(self, task: Task, batch: Any) -> torch.Tensor:
+        """One optimiser step; returns the global batch's (loss sum, count, stat sums...)."""
         assert self.scheduler is not None
-        out = self.net(x)
-        loss = self.loss_fn(out, y)
+        out = task.loss(self.net, batch)
         self.optimizer.zero_grad(set_to_none=True)
         # backward first: DDP all-reduces the gradients, so every rank sees the same
         # non-finite gradient and stops at the same step instead of hanging in a collective.
-        loss.backward()
+        out.loss.backward()
         sums = torch.tensor(
-            [loss.detach().double().item() * len(y), (out.argmax(1) == y).sum().item(), len(y)],
+            [out.loss.detach().double().item() * out.n, out.n] + [out.stats[k] for k in task.stats],
             dtype=torch.float64,
         )
         if self.dist.distributed:
             import torch.distributed as dist
 
             dist.all_reduce(sums)
-        loss_sum, n_correct, count = float(sums[0]), int(sums[1]), int(sums[2])
-        value = loss_sum / count
+        value = float(sums[0]) / float(sums[1])
         if not math.isfinite(value):
             raise DivergedError(f"loss became {value} at step {self.step}", self.step)
         for name, p in self.model.named_parameters():
@@ -399,16 +442,11 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        if (
-            self.store is not None
-            and self.run_id is not None
-            and self.cfg.log_every
-            and self.step % self.cfg.log_every == 0
-        ):
-            self.store.log_metrics(self.run_id, self.step, {"step_loss": value}, epoch=self.epoch)
+        if self.cfg.log_every and self.step % self.cfg.log_every == 0:
+            self._log(self.step, {"step_loss": value}, self.epoch)
         for hook in self.hooks:
             hook(self, self.step, value)
-        return loss_sum, n_correct, count
+        return sums
 
     # -- TensorBoard --------------------------------------------------------------------
     def block_grad_norms(self) -> dict[str, float]:

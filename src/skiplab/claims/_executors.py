@@ -1,0 +1,366 @@
+"""Where runs execute: in process, in a local process pool, or as Ray tasks.
+
+Every executor takes :class:`~skiplab.claims._runner.RunSpec` s and yields
+:class:`~skiplab.claims._runner.RunOutcome` s as they finish; none writes the store (the driver
+does), so workers need no shared filesystem and a worker that dies loses only its own run.
+
+- :class:`SerialExecutor`: one run after another in this process.
+- :class:`LocalExecutor`: a pool of worker processes, one single-threaded worker per core on
+  the CPU (two intra-op threads fighting for two busy cores made claims 5-26x slower), one
+  worker per visible GPU on CUDA (``CUDA_VISIBLE_DEVICES`` per worker). A worker that dies is
+  replaced and its run retried.
+- :class:`RayExecutor`: every run a Ray task (``num_cpus=1``, or ``num_gpus=1`` on CUDA) with
+  ``max_retries``, on a local Ray or a cluster (``address="auto"``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from skiplab.claims._runner import RunOutcome, RunSpec, execute
+
+EXECUTORS = ("serial", "local", "ray")
+
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "ExecutorError",
+    "LocalExecutor",
+    "Progress",
+    "RayExecutor",
+    "SerialExecutor",
+    "available_cores",
+    "make_executor",
+]
+
+
+class ExecutorError(ValueError):
+    """An executor cannot be used as asked (bad option, Ray missing or unreachable)."""
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _failed(spec: RunSpec, error: str) -> RunOutcome:
+    return RunOutcome(spec.key, "failed", {}, [], error, time.time(), 0.0, "")
+
+
+class Executor(ABC):
+    """Runs specs and yields their outcomes as they finish (in any order)."""
+
+    name: str = ""
+    workers: int = 1
+
+    @abstractmethod
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+        """Execute every spec; yield one outcome per spec."""
+
+    def describe(self) -> str:
+        return f"{self.name} executor, {self.workers} worker(s)"
+
+    def close(self) -> None:  # noqa: B027  (an optional hook)
+        """Release what the executor started (a local Ray)."""
+
+
+class SerialExecutor(Executor):
+    """One run after another, in this process."""
+
+    name = "serial"
+
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+        for spec in specs:
+            yield execute(spec)
+
+
+def _init_worker(gpus: Any) -> None:
+    """Pool-worker start-up: claim one GPU (CUDA pools) before CUDA is initialised."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+
+
+class LocalExecutor(Executor):
+    """A pool of worker processes on this machine.
+
+    Args:
+        workers: pool size (default: one per core on the CPU, one per GPU on CUDA).
+        device: the runs' device; on CUDA worker ``i`` sees only GPU ``i``.
+        retries: times a run is retried after its worker process died (default 2).
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, device: str = "cpu", retries: int = 2) -> None:
+        self.cuda = device.startswith("cuda")
+        if self.cuda:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if gpus == 0:
+                raise ExecutorError("--device cuda: no GPU is visible to this process")
+            workers = workers or gpus
+            if workers > gpus:
+                raise ExecutorError(
+                    f"--workers {workers} on CUDA needs {workers} GPUs; {gpus} visible"
+                )
+            self.gpu_ids = _visible_gpus(gpus)
+        self.workers = workers or available_cores()
+        if self.workers < 1:
+            raise ExecutorError(f"--workers must be >= 1, got {self.workers}")
+        self.retries = retries
+
+    def _pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: a forked child of a process that has started torch's thread pools
+        # (or CUDA) can deadlock.
+        ctx = mp.get_context("spawn")
+        gpus = None
+        if self.cuda:
+            gpus = ctx.Manager().Queue()
+            for i in self.gpu_ids[: self.workers]:
+                gpus.put(i)
+        return ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(gpus,)
+        )
+
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+        todo = list(specs)  # longest first: the pool takes submissions in order
+        attempts: dict[str, int] = {}
+        while todo:
+            pool = self._pool()
+            futures: dict[Future[RunOutcome], RunSpec] = {}
+            try:
+                for spec in todo:
+                    futures[pool.submit(execute, spec)] = spec
+                todo = []
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    broken = []
+                    for fut in done:
+                        spec = futures[fut]
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool:
+                            broken.append(spec)
+                    if broken:  # a worker died: every unfinished run goes to a fresh pool
+                        lost = broken + [futures[f] for f in pending]
+                        for spec in lost:
+                            attempts[spec.key] = attempts.get(spec.key, 0) + 1
+                        todo = [s for s in lost if attempts[s.key] <= self.retries]
+                        for spec in lost:
+                            if attempts[spec.key] > self.retries:
+                                yield _failed(spec, "its worker process died on every attempt")
+                        break
+            finally:
+                pool.shutdown(wait=not todo, cancel_futures=True)
+
+
+def _visible_gpus(count: int) -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [v.strip() for v in visible.split(",") if v.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+class RayExecutor(Executor):
+    """Every run a Ray task; results stream back to the driver, which writes the store.
+
+    Args:
+        address: a running cluster (``"auto"``, ``"ray://head:10001"``, ``"10.0.0.1:6379"``);
+            ``None`` starts a local Ray with ``workers`` CPUs.
+        workers: CPUs of a local Ray (default: every core); ignored on a cluster.
+        device: the runs' device; ``cuda`` asks one GPU per task.
+        retries: Ray's ``max_retries``: a task whose worker died is run again.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        device: str = "cpu",
+        retries: int = 3,
+    ) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise ExecutorError(
+                "--executor ray needs Ray: pip install 'skiplab[ray]' (or use --executor local)"
+            ) from err
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:
+                kwargs["num_cpus"] = workers or available_cores()
+            else:
+                _probe(address)  # Ray itself retries an unreachable address for minutes
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise _unreachable(address, err) from err
+            self.started = True
+        resources = ray.cluster_resources()
+        self.workers = int(resources.get("GPU" if device.startswith("cuda") else "CPU", 1))
+        if device.startswith("cuda") and "GPU" not in resources:
+            raise ExecutorError("--device cuda: the Ray cluster has no GPU")
+        options = {"num_cpus": 1, "max_retries": retries, "retry_exceptions": False}
+        if device.startswith("cuda"):
+            options["num_gpus"] = 1
+        self.task = ray.remote(execute).options(**options)
+
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+        ray = self.ray
+        refs = {self.task.remote(spec): spec for spec in specs}  # longest first, in order
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        yield ray.get(ref)
+                    except ray.exceptions.RayError as err:
+                        yield _failed(refs[ref], f"Ray task failed: {err}")
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _unreachable(address: str | None, err: object) -> ExecutorError:
+    text = str(err).strip()
+    why = text.splitlines()[0] if text else type(err).__name__
+    return ExecutorError(
+        f"cannot reach a Ray cluster at --address {address}: {why}; start one with "
+        "`ray start --head` (see the README) or leave out --address for a local Ray"
+    )
+
+
+def _probe(address: str) -> None:
+    """Fail fast, with a clear message, when ``host:port`` does not accept connections."""
+    if address == "auto":
+        return  # Ray looks for a cluster started on this machine, and says so at once
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ExecutorError(f"--address {address!r} is not host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except OSError as err:
+        raise _unreachable(address, err) from err
+
+
+def make_executor(
+    name: str | None = None,
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    device: str = "cpu",
+) -> Executor:
+    """The executor ``name`` (default: ``local`` on a multi-core machine, else ``serial``).
+
+    Raises:
+        ExecutorError: an unknown name, ``workers < 1``, ``address`` without Ray, Ray
+            missing or unreachable; the message says how to fix it.
+    """
+    if workers is not None and workers < 1:
+        raise ExecutorError(f"--workers must be >= 1, got {workers}")
+    if name is None:
+        name = (
+            "local" if (workers or available_cores()) > 1 or device.startswith("cuda") else "serial"
+        )
+    if name not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    if address is not None and name != "ray":
+        raise ExecutorError(f"--address is for --executor ray, not {name}")
+    if name == "serial":
+        if workers not in (None, 1):
+            raise ExecutorError("--executor serial runs one run at a time; drop --workers")
+        return SerialExecutor()
+    if name == "local":
+        return LocalExecutor(workers, device)
+    return RayExecutor(address, workers, device)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """Progress of a whole reproduction: runs done / total, per claim, elapsed and time left.
+
+    One line per finished run goes to ``say``; on a terminal a bar shows the totals too. The
+    time left is the remaining runs' declared cost at the rate measured so far.
+
+    Args:
+        totals: runs to execute per claim id.
+        say: where the lines go.
+        interactive: draw a live bar (a terminal) as well.
+    """
+
+    def __init__(
+        self, totals: Mapping[str, int], say: Callable[[str], None], interactive: bool = False
+    ) -> None:
+        self.totals = dict(totals)
+        self.done_by: dict[str, int] = dict.fromkeys(totals, 0)
+        self.total = sum(totals.values())
+        self.count = 0
+        self.say = say
+        self.t0 = time.perf_counter()
+        self.cost_done = 0.0
+        self.cost_left: float | None = None
+        self.bar: Any = None
+        if interactive and self.total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, unit="run", file=sys.stderr, leave=False)
+
+    def start(self, specs: Sequence[RunSpec]) -> None:
+        self.cost_left = sum(s.cost for s in specs)
+
+    def done(self, spec: RunSpec, result: RunOutcome) -> None:
+        self.count += 1
+        self.done_by[spec.claim] = self.done_by.get(spec.claim, 0) + 1
+        elapsed = time.perf_counter() - self.t0
+        self.cost_done += spec.cost
+        if self.cost_left is not None:
+            self.cost_left -= spec.cost
+            left = self.cost_left * elapsed / self.cost_done if self.cost_done else 0.0
+        else:
+            left = (self.total - self.count) * elapsed / self.count
+        width = len(str(self.total))
+        line = (
+            f"[{self.count:>{width}}/{self.total}] {spec.name}: {result.status} in "
+            f"{result.wall_s:.1f} s · {spec.claim} {self.done_by[spec.claim]}/"
+            f"{self.totals.get(spec.claim, 0)} · elapsed {_clock(elapsed)}, left ~{_clock(left)}"
+        )
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+            self.bar.update(1)
+        else:
+            self.say(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,164 @@
+"""Executors: serial, a local process pool and Ray give the same numbers; workers that die are
+replaced and their runs retried; only the driver writes the store; bad options are one line."""
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import toy_claim
+from toy_claim import Settings, ToyClaim
+
+from skiplab.claims import (
+    ExecutorError,
+    LocalExecutor,
+    SerialExecutor,
+    make_executor,
+    reproduce,
+    select_claims,
+)
+from skiplab.claims._base import _CLAIMS
+from skiplab.cli import main
+from skiplab.store import Store
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(_CLAIMS, "X01", ToyClaim)
+
+    def with_settings(**changes):
+        scales = dict(toy_claim.SCALES, tiny=dataclasses.replace(Settings(), **changes))
+        monkeypatch.setattr(ToyClaim, "scales", scales)
+        return ToyClaim()
+
+    return with_settings
+
+
+def _results(store, claim_id):
+    """key -> (status, results) of a claim's stored runs."""
+    return {r.key: (r.status, store.results(r.id)) for r in store.runs(claim=claim_id)}
+
+
+def _reproduce_with(executor, claims, path, **kw):
+    with Store(path) as store:
+        outcomes = reproduce(claims, scale="tiny", store=store, workdir=path.parent / "work",
+                             executor=executor, **kw)  # fmt: skip
+        return outcomes, {c.id: _results(store, c.id) for c in claims}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    # Ray's workers import the toy claim's module like a user's own claim module: from a
+    # path given in the job's runtime environment.
+    here = str(Path(__file__).parent)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": here}})  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+def test_serial_local_and_ray_give_the_same_numbers(toy, tmp_path, ray_local):
+    from skiplab.claims import RayExecutor
+
+    claims = [toy(), *select_claims("C09")]
+    runs = {}
+    for name, executor in (("serial", SerialExecutor()), ("local", LocalExecutor(2)),
+                           ("ray", RayExecutor()), ):  # fmt: skip
+        outcomes, runs[name] = _reproduce_with(executor, claims, tmp_path / name / "s.sqlite",
+                                               seeds=1)  # fmt: skip
+        assert [o.executed for o in outcomes] == [2, 8]
+    for claim_id in ("X01", "C09"):
+        assert runs["serial"][claim_id] == runs["local"][claim_id] == runs["ray"][claim_id]
+        assert all(status == "completed" for status, _ in runs["serial"][claim_id].values())
+
+
+def test_only_the_driver_writes_and_workers_run_single_threaded(toy, tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        reproduce([toy()], scale="tiny", store=store, workdir=tmp_path / "w",
+                  executor=LocalExecutor(2))  # fmt: skip
+        workers = {r.config["worker"] for r in store.runs(claim="X01")}
+        assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
+        assert {r.config["threads"] for r in store.runs(claim="X01")} == {1}
+
+
+def _kill_first_run(pid_dir: Path, timeout: float = 120.0) -> threading.Thread:
+    """Kill (SIGKILL) the process of the first run that writes its pid into ``pid_dir``."""
+
+    def kill():
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pids = sorted(pid_dir.glob("*.pid"))
+            if pids:
+                os.kill(int(pids[0].read_text()), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_killed_worker_is_replaced_and_nothing_is_duplicated(engine, toy, tmp_path, request):
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    claim = toy(sleep_s=2.0, pid_dir=str(pid_dir))
+    if engine == "ray":
+        request.getfixturevalue("ray_local")
+        from skiplab.claims import RayExecutor
+
+        executor = RayExecutor()
+    else:
+        executor = LocalExecutor(2)
+    killer = _kill_first_run(pid_dir)
+    with Store(tmp_path / "s.sqlite") as store:
+        (out,) = reproduce([claim], scale="tiny", store=store, workdir=tmp_path / "w",
+                           executor=executor)  # fmt: skip
+        killer.join(timeout=1)
+        runs = store.runs(claim="X01")
+        assert out.status == "holds", out.reason
+        assert len(runs) == 4 and len({r.key for r in runs}) == 4  # each run stored once
+        assert all(r.status == "completed" for r in runs)
+    started = {p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in pid_dir.glob("*.pid")}
+    assert len(list(pid_dir.glob("*.pid"))) == 5 and len(started) == 4  # one run ran twice
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--executor", "threads"], "'threads' is not one of 'serial', 'local', 'ray'"),
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--workers", "-3"], "--workers must be >= 1"),
+        (["--executor", "local", "--address", "auto"], "--address is for --executor ray"),
+        (["--executor", "ray", "--address", "127.0.0.1:9"], "cannot reach a Ray cluster"),
+        (["--executor", "ray", "--address", "nonsense"], "is not host:port"),
+    ],
+)
+def test_bad_executor_options_are_one_line(args, needle, capsys, tmp_path):
+    store = tmp_path / "s.sqlite"
+    with Store(store) as s:  # something already stored must survive
+        rid = s.start_run("kept", "train", {})
+        s.finish_run(rid, "completed")
+    code = main(["reproduce", "--claims", "C01", "--scale", "tiny", "--store", str(store),
+                 *args])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    with Store(store) as s:
+        assert [r.name for r in s.runs()] == ["kept"]
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(ExecutorError, match=r"pip install 'skiplab\[ray\]'"):
+        make_executor("ray")
+
+
+def test_the_default_executor_is_a_local_pool_on_several_cores():
+    executor = make_executor(workers=2)
+    assert executor.name == "local" and executor.workers == 2
+    assert make_executor(workers=1).name == "serial"

@@ -1,0 +1,244 @@
+"""The experiment runner: run identity, caching, resume, failures, divergences, seeding."""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+import toy_claim
+from toy_claim import Condition, Settings, ToyClaim
+
+from skiplab.claims import (
+    Check,
+    RunSpec,
+    Summary,
+    Verdict,
+    execute,
+    reproduce,
+    run_key,
+    select_claims,
+)
+from skiplab.claims._base import _CLAIMS
+from skiplab.store import Store
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The toy claim in the catalogue for one test; its tiny settings can be replaced."""
+    monkeypatch.setitem(_CLAIMS, "X01", ToyClaim)
+
+    def with_settings(**changes):
+        scales = dict(toy_claim.SCALES, tiny=dataclasses.replace(Settings(), **changes))
+        monkeypatch.setattr(ToyClaim, "scales", scales)
+        return ToyClaim()
+
+    return with_settings
+
+
+def _reproduce(store, tmp_path, claim, **kw):
+    (out,) = reproduce([claim], scale="tiny", store=store, workdir=tmp_path / "work", **kw)
+    return out
+
+
+def test_run_key_changes_with_everything_the_result_depends_on():
+    base = ("X01", 1, "tiny", Settings(), Condition(4), 0)
+    key = run_key(*base)
+    assert key == run_key(*base)
+    variants = [
+        ("X01", 2, "tiny", Settings(), Condition(4), 0),
+        ("X01", 1, "quick", Settings(), Condition(4), 0),
+        ("X01", 1, "tiny", Settings(steps=21), Condition(4), 0),
+        ("X01", 1, "tiny", Settings(), Condition(5), 0),
+        ("X01", 1, "tiny", Settings(), Condition(4), 1),
+        ("X02", 1, "tiny", Settings(), Condition(4), 0),
+    ]
+    assert len({run_key(*v) for v in variants} | {key}) == len(variants) + 1
+
+
+def test_runs_are_stored_with_metrics_and_reused(toy, tmp_path):
+    claim = toy()
+    with Store(tmp_path / "s.sqlite") as store:
+        first = _reproduce(store, tmp_path, claim)
+        assert (first.executed, first.reused) == (4, 0)
+        assert first.status == "holds", first.reason
+        runs = store.runs(claim="X01")
+        assert len(runs) == 4 and all(r.status == "completed" and r.key for r in runs)
+        rid = runs[0].id
+        # 20 steps of batch 32 over 256 examples: epochs end at steps 8, 16 and 20
+        assert [m[0] for m in store.metrics(rid, "train_loss")] == [8, 16, 20]
+        assert len(store.metrics(rid, "draw")) == 1  # run.log rows reach the store
+        assert store.results(rid)["steps"] == 20
+        again = _reproduce(store, tmp_path, claim)
+        assert (again.executed, again.reused) == (0, 4)
+        assert again.status == first.status and again.reason == first.reason
+        assert len(store.runs(claim="X01")) == 4
+        # the scratch directory of a finished run is gone
+        assert not any((tmp_path / "work").rglob("*.pt"))
+
+
+def test_a_changed_setting_or_force_reruns(toy, tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        _reproduce(store, tmp_path, toy())
+        changed = _reproduce(store, tmp_path, toy(steps=10))
+        assert (changed.executed, changed.reused) == (4, 0)
+        forced = _reproduce(store, tmp_path, toy(steps=10), force=True)
+        assert (forced.executed, forced.reused) == (4, 0)
+        more = _reproduce(store, tmp_path, toy(steps=10), seeds=3)
+        assert (more.executed, more.reused) == (2, 4)  # only seed 2 is new
+
+
+def test_a_failing_run_errors_its_claim_and_keeps_the_others(toy, tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        out = _reproduce(store, tmp_path, toy(fail_width=4))
+        assert out.status == "error" and "toy run asked to fail" in out.reason
+        statuses = sorted(r.status for r in store.runs(claim="X01"))
+        assert statuses == ["completed", "completed", "failed", "failed"]
+        failed = store.runs(claim="X01", status="failed")[0]
+        assert "RuntimeError" in (failed.error or "")  # the traceback is kept
+        assert store.latest_verdict("X01", "tiny") is None
+        # the same settings without the failure differ, so use the stored width-32 runs by
+        # re-running with identical settings once the fault is fixed in code:
+        ToyClaim.scales = dict(toy_claim.SCALES, tiny=Settings(fail_width=4))
+        toy_claim_measure = toy_claim.measure
+        try:
+            toy_claim.ToyClaim.measure = staticmethod(_never_fail(toy_claim_measure))
+            fixed = _reproduce(store, tmp_path, ToyClaim())
+        finally:
+            toy_claim.ToyClaim.measure = staticmethod(toy_claim_measure)
+        assert (fixed.executed, fixed.reused) == (2, 2) and fixed.status == "holds"
+
+
+def test_an_erroring_claim_does_not_stop_the_next_one(toy, tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        outcomes = reproduce(
+            [toy(fail_width=32), *select_claims("C01")], scale="tiny", store=store,
+            workdir=tmp_path / "work", seeds=1,
+        )  # fmt: skip
+        assert outcomes[0].status == "error"
+        assert outcomes[1].status == "holds"
+        assert store.latest_verdict("C01", "tiny") is not None
+
+
+def _never_fail(measure):
+    def patched(run, s, c, seed):
+        return measure(run, dataclasses.replace(s, fail_width=None), c, seed)
+
+    return patched
+
+
+def test_a_diverged_run_is_a_stored_outcome(toy, tmp_path):
+    claim = toy(diverge_width=32)
+    with Store(tmp_path / "s.sqlite") as store:
+        out = _reproduce(store, tmp_path, claim)
+        diverged = store.runs(claim="X01", status="diverged")
+        assert len(diverged) == 2 and "loss became inf" in (diverged[0].error or "")
+        row = store.latest_verdict("X01", "tiny")
+        assert row is not None and row.evidence["summary"]["diverged"] == 2
+        assert out.status == "fails"  # NaN loss of the wide net is not <= the narrow one's
+        assert _reproduce(store, tmp_path, claim).executed == 0
+
+
+def _spec(seed, width=4, key="k"):
+    return RunSpec("X01", toy_claim.__name__, "tiny", Settings(), Condition(width), seed, key,
+                   f"toy {width} {seed}")  # fmt: skip
+
+
+def test_results_do_not_depend_on_run_order_or_prior_state(toy):
+    specs = [_spec(0), _spec(1), _spec(0, 32)]
+    forward = [execute(s) for s in specs]
+    torch.manual_seed(123)
+    torch.rand(1000)  # disturb the global generator between runs
+    backward = [execute(s) for s in reversed(specs)][::-1]
+    for a, b in zip(forward, backward):
+        assert a.status == b.status == "completed"
+        assert a.values == b.values and _measured(a.metrics) == _measured(b.metrics)
+    assert forward[0].values != forward[1].values  # the seed matters
+
+
+def _measured(rows):
+    return [row for row in rows if row[2] != "epoch_s"]  # wall time is not a result
+
+
+def test_execute_restores_the_thread_count(toy):
+    before = torch.get_num_threads()
+    execute(dataclasses.replace(_spec(0), threads=1))
+    assert torch.get_num_threads() == before
+
+
+@dataclass
+class _Inner:
+    a: float
+    b: list[int]
+
+
+@dataclass
+class _Outer(Summary):
+    by_width: dict[int, list[float]]
+    inner: _Inner
+    pairs: dict[str, _Inner]
+    maybe: float | None
+    score: float = 0.5
+
+
+def test_summary_round_trips_through_json():
+    s = _Outer({4: [0.1, math.nan]}, _Inner(1.0, [1, 2]), {"x": _Inner(2.0, [])}, None)
+    back = _Outer.from_json(json.loads(json.dumps(s.to_json())))
+    assert back.by_width.keys() == {4} and math.isnan(back.by_width[4][1])
+    assert back.inner == _Inner(1.0, [1, 2]) and back.pairs["x"] == _Inner(2.0, [])
+    assert back.maybe is None and s.numbers() == {"score": 0.5}
+
+
+def test_verdict_from_checks_orders_control_claim_and_evidence():
+    ok, bad = True, False
+    assert Verdict.from_checks([Check("a", ok)]).status == "holds"
+    assert Verdict.from_checks([Check("a", bad)]).status == "fails"
+    assert Verdict.from_checks([Check("a", bad, kind="evidence")]).status == "inconclusive"
+    both = [Check("a", bad), Check("b", bad, kind="evidence")]
+    assert Verdict.from_checks(both).status == "fails"
+    control = Verdict.from_checks([Check("easy case solved", bad, "mse 0.2", "control"), *both])
+    assert control.status == "inconclusive" and "positive control" in control.reason
+    assert "easy case solved (mse 0.2)" in control.reason
+    with pytest.raises(ValueError, match="check kind must be one of"):
+        Check("a", ok, kind="maybe")
+
+
+def test_a_sigkilled_reproduction_resumes_at_the_run_level(tmp_path):
+    """Kill ``skiplab reproduce`` (a real SIGKILL) after some runs; the rerun does the rest."""
+    store_path = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "skiplab.cli", "reproduce", "--claims", "C09", "--scale",
+           "tiny", "--executor", "serial", "--store", str(store_path), "--out",
+           str(tmp_path / "report")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    stored = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if store_path.exists():
+                with Store(store_path) as store:
+                    stored = len(store.runs(claim="C09", status="completed"))
+                if stored >= 3:
+                    break
+        assert proc.poll() is None, "reproduce finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with Store(store_path) as store:
+        assert store.integrity_ok()
+        before = {r.key for r in store.runs(claim="C09", status="completed")}
+        assert 3 <= len(before) < 8
+        (out,) = reproduce(select_claims("C09"), scale="tiny", store=store,
+                           workdir=tmp_path / "work")  # fmt: skip
+        assert (out.executed, out.reused) == (8 - len(before), len(before))
+        keys = [r.key for r in store.runs(claim="C09") if r.status == "completed"]
+        assert len(keys) == len(set(keys)) == 8  # every run once, nothing redone
+        assert store.latest_verdict("C09", "tiny") is not None
