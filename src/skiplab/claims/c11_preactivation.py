@@ -9,25 +9,109 @@ identity path after every add.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
-from skiplab.claims._stats import clearly_greater, summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import clearly_greater, describe
 from skiplab.data import get_dataset
 from skiplab.diagnostics import gradient_flow_at_init, signal_propagation
 from skiplab.models import create_model
-from skiplab.train import TrainConfig, Trainer, evaluate
+from skiplab.train import Classification, TrainConfig, evaluate
 
 ARCHS = ("post", "pre")
+STYLES = {"post": (_plot.PLAIN, "s-", -0.06), "pre": (_plot.RESIDUAL, "o-", 0.06)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    depths: tuple[int, ...] = (20, 56)  # He et al. 2015's CIFAR depths a CPU trains in minutes
+    epochs: int = 6  # one budget for both block types; the gap, if any, shows early
+    n_train: int | None = None  # MNIST-1D's whole training split (4,000)
+    n_test: int | None = None  # and its whole test split (1,000)
+    batch_size: int = 128  # He et al. 2015
+    lr: float = 0.1  # He et al. 2015 (SGD, momentum 0.9, cosine schedule)
+    weight_decay: float = 1e-4  # He et al. 2015
+    probe_size: int = 128  # training examples the signal and gradient probes see at init
+
+
+SCALES = {
+    "tiny": Settings(depths=(8, 32), epochs=2, n_train=1024, n_test=256),
+    "quick": Settings(),
+    "full": Settings(depths=(20, 56, 110, 164), epochs=40),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    depth: int  # of the 1-D CIFAR-style ResNet
+    arch: str  # "post" (He et al. 2015 block) or "pre" (He et al. 2016 block)
+
+
+@dataclass
+class InitStats:
+    """Signal propagation (per block) and parameter-gradient norms at a seeded init."""
+
+    var: list[float]
+    sq_mean: list[float]
+    branch_var: list[float]
+    grad: list[float]
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Probe the seeded init, train it, and evaluate the whole training split in eval mode."""
+    splits = get_dataset("mnist1d").subset(s.n_train, s.n_test)
+    kw = {"depth": c.depth, "dim": 1, "in_channels": 1, "preact": c.arch == "pre"}
+    model = run.build(lambda: create_model("resnet_cifar", **kw))
+    x, y = run.put(*(t[: s.probe_size] for t in splits.train.tensors))
+    sp = signal_propagation(model, (x,))
+    gf = gradient_flow_at_init(model, (x,), y, F.cross_entropy, split=False)
+    # per-block gradient norms: without the stem and the head
+    init = InitStats(sp["var"], sp["sq_mean"], sp["branch_var"], gf["grad_norm"][0][1:-1])
+    cfg = TrainConfig(
+        epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay
+    )
+    run.fit(model, Classification(splits.train, splits.test), cfg)  # a divergence marks the run
+    final = evaluate(model, splits.train, device=run.device)
+    test = evaluate(model, splits.test, device=run.device)
+    return {
+        "train_loss": final["loss"], "train_acc": final["acc"], "test_acc": test["acc"],
+        "init": asdict(init),
+    }  # fmt: skip
+
+
+@dataclass
+class ArchResult:
+    """One block type at one depth: per seed, then the first seed's init."""
+
+    train_loss: list[float]
+    train_acc: list[float]
+    test_acc: list[float]
+    init: InitStats
+
+    @property
+    def grad_first_over_last(self) -> float:
+        return float(self.init.grad[0] / self.init.grad[-1])
+
+
+@dataclass
+class Result(Summary):
+    depths: list[int]
+    epochs: int
+    seeds: list[int]
+    nets: dict[int, dict[str, ArchResult]]  # depth -> arch -> runs
+    diverged: list[str]  # the runs whose training loss became non-finite
 
 
 @register_claim
-class Preactivation(Claim):
+class Preactivation(Claim[Settings, Condition, Result]):
     id = "C11"
     slug = "preactivation"
     title = "Pre-activation keeps the identity path clean and trains better"
@@ -58,149 +142,123 @@ class Preactivation(Claim):
         "in unnormalized ResNets",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        depths = ctx.pick(tiny=[8, 32], quick=[20, 56], full=[20, 56, 110, 164])
-        epochs = ctx.pick(tiny=2, quick=6, full=40)
-        n_train = ctx.pick(tiny=1024, quick=None, full=None)
-        splits = get_dataset("mnist1d").subset(n_train, ctx.pick(tiny=256, quick=None, full=None))
-        probe_x = splits.train.tensors[0][:128]
-        probe_y = splits.train.tensors[1][:128]
-        ev = Evidence(seeds=ctx.seeds)
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition(d, a) for d in s.depths for a in ARCHS]
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        return c.depth * s.epochs * (s.n_train or 4000) / 1000
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        nets: dict[int, dict[str, ArchResult]] = {}
+        for d in s.depths:
+            nets[d] = {}
+            for a in ARCHS:
+                by = runs.where(depth=d, arch=a)
+                init = InitStats(**by.records[0].get("init"))  # the first seed's, as before
+                loss, acc, test = (by.values(k) for k in ("train_loss", "train_acc", "test_acc"))
+                nets[d][a] = ArchResult(loss, acc, test, init)
+        diverged = [
+            f"{self.label(r.condition)} seed {r.seed}: {r.error}" for r in runs if r.diverged
+        ]
+        return Result(list(s.depths), s.epochs, runs.seeds, nets, diverged)
+
+    def checks(self, r: Result) -> list[Check]:
+        deepest = r.nets[r.depths[-1]]
+        pre, post = deepest["pre"].train_loss, deepest["post"].train_loss
+        n = min(len(pre), len(post))
+        values = ", ".join(f"{v:.4g}" for v in pre), ", ".join(f"{v:.4g}" for v in post)
+        measured = f"depth {r.depths[-1]} train loss: pre {values[0]} vs post {values[1]}"
+        if r.diverged:
+            return [Check("every run trained without diverging", False, "; ".join(r.diverged), "evidence")]  # fmt: skip
+        if n < 2:
+            return [Check("two seeds or more: one seed cannot show a separation", False, measured, "evidence")]  # fmt: skip
+        where = f"at depth {r.depths[-1]} beyond the seed spread"
+        reverse = Check(f"post-activation not below pre-activation {where}", not clearly_greater(pre, post), measured)  # fmt: skip
+        separate = Check(f"pre-activation below post-activation {where}", clearly_greater(post, pre), measured, "evidence")  # fmt: skip
+        return [reverse, separate]
+
+    def detail(self, r: Result) -> str:
+        parts = [
+            f"depth {k}: train loss pre {describe(r.nets[k]['pre'].train_loss)} vs post "
+            f"{describe(r.nets[k]['post'].train_loss)}"
+            for k in r.depths
+        ]
+        pre, post = r.nets[r.depths[-1]]["pre"], r.nets[r.depths[-1]]["post"]
+        return "; ".join(parts) + (
+            f"; at init, first/last block gradient ratio pre {pre.grad_first_over_last:.3g} vs "
+            f"post {post.grad_first_over_last:.3g}; last-block output variance pre "
+            f"{pre.init.var[-1]:.3g} vs post {post.init.var[-1]:.3g}."
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {}
+        for d in r.depths:
+            for a in ARCHS:
+                net = r.nets[d][a]
+                stat = describe(net.train_loss)
+                out[f"{a}{d}_train_loss"] = stat.mean
+                out[f"{a}{d}_train_loss_std"] = stat.std
+                out[f"{a}{d}_grad_first_over_last"] = net.grad_first_over_last
+                out[f"{a}{d}_final_var"] = float(net.init.var[-1])
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
         rows: list[list[Any]] = []
-        losses: dict[str, list[float]] = {}
-        init: dict[str, Any] = {}
-        for depth in depths:
-            for arch in ARCHS:
-                key = f"{arch}{depth}"
-                for seed in ctx.seeds:
-                    cfg = TrainConfig(
-                        epochs=epochs, batch_size=128, lr=0.1, weight_decay=1e-4, seed=seed
-                    )
-                    config = {
-                        "depth": depth,
-                        "preact": arch == "pre",
-                        "data": "mnist1d",
-                        **cfg.__dict__,
-                    }
-                    with ctx.run(f"C11 {key} seed {seed}", config, seed=seed) as run_id:
-                        ctx.seed_everything(seed)
-                        model = create_model(
-                            "resnet_cifar", depth=depth, dim=1, in_channels=1, preact=arch == "pre"
-                        )
-                        if seed == ctx.seeds[0]:
-                            sp = signal_propagation(model, (probe_x,))
-                            gf = gradient_flow_at_init(
-                                model, (probe_x,), probe_y, F.cross_entropy, split=False
-                            )
-                            init[key] = {"var": sp["var"], "sq_mean": sp["sq_mean"],
-                                         "branch_var": sp["branch_var"],
-                                         "grad": gf["grad_norm"][0][1:-1]}  # fmt: skip
-                        trainer = Trainer(
-                            model, cfg, store=ctx.store, run_id=run_id, progress=ctx.progress
-                        )
-                        trainer.fit(splits.train, splits.test)
-                        final = evaluate(model, splits.train)
-                        test = evaluate(model, splits.test)
-                        ctx.store.finish_run(
-                            run_id,
-                            "completed",
-                            results={"train_loss": final["loss"], "test_acc": test["acc"]},
-                        )
-                    losses.setdefault(key, []).append(final["loss"])
-                    rows.append([depth, arch, seed, final["loss"], final["acc"], test["acc"]])
-                s = summarize(losses[key])
-                ev.numbers[f"{key}_train_loss"] = s.mean
-                ev.numbers[f"{key}_train_loss_std"] = s.std
-                g = init[key]["grad"]
-                ev.numbers[f"{key}_grad_first_over_last"] = float(g[0] / g[-1])
-                ev.numbers[f"{key}_final_var"] = float(init[key]["var"][-1])
-        ev.series.update(depths=depths, losses=losses, init=init, epochs=epochs)
-        ev.tables.append(
+        for d in r.depths:
+            for a in ARCHS:
+                net = r.nets[d][a]
+                for i, seed in enumerate(r.seeds):
+                    rows.append([d, a, seed, net.train_loss[i], net.train_acc[i], net.test_acc[i]])
+        return [
             Table(
-                f"Final loss after {epochs} epoch(s) of SGD (lr 0.1, cosine) on MNIST-1D",
+                f"Final loss after {r.epochs} epoch(s) of SGD (lr 0.1, cosine) on MNIST-1D",
                 ["depth", "activation", "seed", "train loss", "train acc", "test acc"],
                 rows,
                 "train loss/acc: whole training split in eval mode after training",
             )
-        )
-        if ctx.scale != "full":
-            ev.notes.append(
-                "He et al. 2016 saw the gap open at 110-1001 layers on CIFAR; quick scale stops "
-                "at 56 layers and a few epochs of MNIST-1D, where the two may not separate."
-            )
-        return ev
-
-    def decide(self, evidence: Evidence) -> Verdict:
-        depths = evidence.series["depths"]
-        losses = evidence.series["losses"]
-        d = depths[-1]
-        pre, post = losses[f"pre{d}"], losses[f"post{d}"]
-        n = evidence.numbers
-        parts = [
-            f"depth {k}: train loss pre {summarize(losses[f'pre{k}'])} vs post "
-            f"{summarize(losses[f'post{k}'])}"
-            for k in depths
         ]
-        grads = (
-            f"at init, first/last block gradient ratio pre {n[f'pre{d}_grad_first_over_last']:.3g} "
-            f"vs post {n[f'post{d}_grad_first_over_last']:.3g}; last-block output variance pre "
-            f"{n[f'pre{d}_final_var']:.3g} vs post {n[f'post{d}_final_var']:.3g}"
-        )
-        detail = "; ".join(parts) + f"; {grads}."
-        if min(len(pre), len(post)) < 2:
-            return Verdict("inconclusive", f"one seed cannot show a separation. {detail}")
-        if clearly_greater(post, pre):
-            return Verdict("holds", detail)
-        if clearly_greater(pre, post):
-            return Verdict("fails", detail)
-        return Verdict("inconclusive", f"seed ranges overlap at depth {d}. {detail}")
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        depths = evidence.series["depths"]
-        init = evidence.series["init"]
-        d = depths[-1]
+    def notes(self, r: Result) -> list[str]:
+        if max(r.depths) >= 110:
+            return []
+        return [
+            f"He et al. 2016 saw the gap open at 110-1001 layers on CIFAR; this scale stops at "
+            f"{max(r.depths)} layers and {r.epochs} epochs of MNIST-1D, where the two may not "
+            "separate."
+        ]
+
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
+        d = r.depths[-1]
         fig, axes = _plot.subplots(1, 4, width=3.9, height=3.4)
-        for arch, color, style in (("post", _plot.PLAIN, "s-"), ("pre", _plot.RESIDUAL, "o-")):
-            rec = init[f"{arch}{d}"]
-            idx = np.arange(1, len(rec["var"]) + 1)
-            axes[0][0].plot(idx, rec["var"], style, color=color, ms=3, label=f"{arch}-act")
-            axes[0][1].plot(idx, rec["sq_mean"], style, color=color, ms=3, label=f"{arch}-act")
-            axes[0][2].semilogy(
-                np.arange(1, len(rec["grad"]) + 1),
-                rec["grad"],
-                style,
-                color=color,
-                ms=3,
-                label=f"{arch}-act",
-            )
+        for arch in ARCHS:
+            color, style, _ = STYLES[arch]
+            init = r.nets[d][arch].init
+            idx = np.arange(1, len(init.var) + 1)
+            kw: dict[str, Any] = {"color": color, "ms": 3, "label": f"{arch}-act"}
+            axes[0][0].plot(idx, init.var, style, **kw)
+            axes[0][1].plot(idx, init.sq_mean, style, **kw)
+            axes[0][2].semilogy(np.arange(1, len(init.grad) + 1), init.grad, style, **kw)
         axes[0][0].set(title=f"depth {d}: channel variance", xlabel="block", yscale="log")
         axes[0][1].set(title=f"depth {d}: channel squared mean", xlabel="block", yscale="log")
         axes[0][2].set(title=f"depth {d}: ||dL/dW|| per block", xlabel="block")
         ax = axes[0][3]
-        losses = evidence.series["losses"]
-        for arch, color, off in (("post", _plot.PLAIN, -0.06), ("pre", _plot.RESIDUAL, 0.06)):
-            for i, k in enumerate(depths):
-                vals = losses[f"{arch}{k}"]
-                ax.scatter(
-                    [i + off] * len(vals),
-                    vals,
-                    color=color,
-                    s=18,
-                    label=f"{arch}-act" if i == 0 else None,
-                )
-            ax.plot(
-                np.arange(len(depths)) + off,
-                [np.mean(losses[f"{arch}{k}"]) for k in depths],
-                color=color,
-            )
+        for arch in ARCHS:
+            color, _, off = STYLES[arch]
+            for i, k in enumerate(r.depths):
+                vals = r.nets[k][arch].train_loss
+                label = f"{arch}-act" if i == 0 else None
+                ax.scatter([i + off] * len(vals), vals, color=color, s=18, label=label)
+            means = [np.mean(r.nets[k][arch].train_loss) for k in r.depths]
+            ax.plot(np.arange(len(r.depths)) + off, means, color=color)
         ax.set(
-            title="final training loss",
-            xlabel="depth",
-            xticks=range(len(depths)),
-            xticklabels=[str(k) for k in depths],
-            yscale="log",
-        )
+            title="final training loss", xlabel="depth", xticks=range(len(r.depths)),
+            xticklabels=[str(k) for k in r.depths], yscale="log",
+        )  # fmt: skip
+        for a in axes[0][:3]:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
         for a in axes[0]:
             a.legend()
         _plot.save(fig, outdir / "preactivation.png")

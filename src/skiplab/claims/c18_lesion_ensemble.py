@@ -9,6 +9,7 @@ number of paths of length ``k`` is ``C(n, k)`` and a path's gradient falls with 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,20 @@ import numpy as np
 import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
 from skiplab.data import get_dataset
-from skiplab.diagnostics import lesion_study, model_block_paths, path_gradient_contribution
+from skiplab.diagnostics import (
+    LesionResult,
+    lesion_study,
+    model_block_paths,
+    path_gradient_contribution,
+)
 from skiplab.models import create_model
-from skiplab.train import TrainConfig, Trainer
+from skiplab.train import Classification, TrainConfig
 
+KINDS = ("residual", "plain")
+COLORS = {"residual": _plot.RESIDUAL, "plain": _plot.PLAIN}
 CHANCE = 0.1  # ten classes
 RESIDUAL_KEEPS = 0.75  # residual: median single deletion keeps >= 75% of above-chance accuracy
 PLAIN_LOSES = 0.5  # plain: median single deletion keeps <= 50% of it
@@ -32,8 +41,94 @@ def retained(acc: float, base: float) -> float:
     return (acc - CHANCE) / max(base - CHANCE, 1e-9)
 
 
+@dataclass(frozen=True)
+class Settings:
+    depth: int = 32  # 15 blocks, 2^15 paths: one deletion removes a small part of the ensemble
+    epochs: int = 8  # both nets learn MNIST-1D well above chance
+    n_train: int | None = None  # MNIST-1D's whole training split (4,000)
+    n_test: int | None = None  # the lesions are scored on the whole test split (1,000)
+    batch_size: int = 128  # He et al. 2015
+    lr: float = 0.1  # He et al. 2015 (SGD, momentum 0.9, cosine schedule)
+    weight_decay: float = 5e-4  # the usual value for small CIFAR nets (Zagoruyko & Komodakis)
+    draws: int = 5  # random subsets per number k of deleted blocks
+    path_samples: int = 5  # random block sets per path length in the gradient-by-path probe
+    path_batch: int = 32  # training examples that probe sees
+
+
+SCALES = {
+    "tiny": Settings(depth=14, epochs=4, n_train=2000, n_test=500, path_samples=2),
+    "quick": Settings(),
+    "full": Settings(depth=110, epochs=60, path_samples=10),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str  # "residual" (the ResNet) or "plain" (its twin without skips)
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Train one net, then delete its blocks; for the ResNet also the gradient by path length."""
+    splits = get_dataset("mnist1d").subset(s.n_train, s.n_test)
+    kw = {"depth": s.depth, "dim": 1, "in_channels": 1, "skip": c.kind == "residual"}
+    model = run.build(lambda: create_model("resnet_cifar", **kw))
+    cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay)  # fmt: skip
+    run.fit(model, Classification(splits.train, splits.test), cfg)  # a divergence marks the run
+    xt, yt = run.put(*splits.test.tensors)
+    n_blocks = (s.depth - 2) // 2  # (depth - 2) / 6 blocks per stage, three stages
+    ks = [1, 2, 4, n_blocks // 2]
+    lesions = lesion_study(model, xt, yt, ks=ks, draws=s.draws, seed=seed)
+    out: dict[str, Any] = {"lesion": lesions.as_dict()}
+    if c.kind == "residual":
+        xb, yb = run.put(*(t[: s.path_batch] for t in splits.train.tensors))
+        out["paths"] = path_gradient_contribution(
+            model, (xb,), yb, F.cross_entropy, samples=s.path_samples, seed=seed
+        )
+        out["paths"]["counts"] = model_block_paths(model).counts
+    return out
+
+
+@dataclass
+class PathGradient:
+    """The gradient reaching the trained ResNet's first block along paths of each length."""
+
+    n: int  # blocks
+    lengths: list[int]  # 0..n
+    mean_grad: list[float]  # input-gradient norm of one path of each length
+    paths: list[float]  # C(n, k)
+    total: list[float]  # mean_grad * paths: the gradient all paths of a length carry
+    counts: list[float]  # path-length distribution of the model's block chain
+
+    @property
+    def gradient_mean_length(self) -> float:
+        share = np.asarray(self.total) / np.sum(self.total)
+        return float((share * np.arange(len(share))).sum())
+
+    @property
+    def mean_length(self) -> float:
+        c = np.asarray(self.counts, dtype=float)
+        return float((c * np.arange(len(c))).sum() / c.sum())
+
+
+@dataclass
+class Result(Summary):
+    depth: int
+    epochs: int
+    seeds: list[int]
+    lesions: dict[str, list[LesionResult]]  # residual / plain -> per seed
+    paths: list[PathGradient]  # the ResNet's, per seed
+    diverged: list[str]
+
+    def medians(self, kind: str) -> list[float]:
+        """Per seed, the median retained accuracy over single deletions."""
+        return [_median_retained(les) for les in self.lesions[kind]]
+
+    def bases(self, kind: str) -> list[float]:
+        return [les.base for les in self.lesions[kind]]
+
+
 @register_claim
-class LesionEnsemble(Claim):
+class LesionEnsemble(Claim[Settings, Condition, Result]):
     id = "C18"
     slug = "lesion-ensemble"
     title = "Residual networks behave like ensembles of shallow paths"
@@ -66,176 +161,106 @@ class LesionEnsemble(Claim):
         "Shallow Networks",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        depth = ctx.pick(tiny=14, quick=32, full=110)
-        epochs = ctx.pick(tiny=4, quick=8, full=60)
-        splits = get_dataset("mnist1d").subset(
-            ctx.pick(tiny=2000, quick=None, full=None), ctx.pick(tiny=500, quick=None, full=None)
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition(k) for k in KINDS]
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        return s.depth * s.epochs * (s.n_train or 4000) / 1000
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        lesions = {k: [_lesions(r.get("lesion")) for r in runs.where(kind=k)] for k in KINDS}
+        paths = [PathGradient(**r.get("paths")) for r in runs.where(kind="residual")]
+        diverged = [f"{r.condition.kind} seed {r.seed}: {r.error}" for r in runs if r.diverged]
+        return Result(s.depth, s.epochs, runs.seeds, lesions, paths, diverged)
+
+    def checks(self, r: Result) -> list[Check]:
+        res, plain = r.medians("residual"), r.medians("plain")
+        text = f"median retained: ResNet {_fmt(res)}, plain {_fmt(plain)}"
+        if r.diverged:
+            return [Check("every run trained without diverging", False, "; ".join(r.diverged), "evidence")]  # fmt: skip
+        less = Check("one deletion hurts the ResNet less than the plain twin on average", np.mean(res) > np.mean(plain), text)  # fmt: skip
+        keeps = Check(f"the ResNet keeps >= {RESIDUAL_KEEPS} after one deletion, every seed", min(res) >= RESIDUAL_KEEPS, text, "evidence")  # fmt: skip
+        loses = Check(f"the plain twin keeps <= {PLAIN_LOSES} after one deletion, every seed", max(plain) <= PLAIN_LOSES, text, "evidence")  # fmt: skip
+        return [less, keeps, loses]
+
+    def detail(self, r: Result) -> str:
+        n = self.numbers(r)
+        return (
+            f"median retained accuracy after one deletion: ResNet {_fmt(r.medians('residual'))} "
+            f"(intact acc {_fmt(r.bases('residual'))}), plain {_fmt(r.medians('plain'))} (intact "
+            f"acc {_fmt(r.bases('plain'))}) over {len(r.seeds)} seed(s); gradient-weighted mean "
+            f"path length {n['gradient_mean_path_length']:.2f} blocks vs mean path length "
+            f"{n['paths_mean_length']:.2f}."
         )
-        xt, yt = splits.test.tensors
-        ev = Evidence(seeds=ctx.seeds)
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, runs in r.lesions.items():
+            out[f"{kind}_base_acc"] = float(np.mean(r.bases(kind)))
+            out[f"{kind}_median_retained"] = float(np.mean(r.medians(kind)))
+            out[f"{kind}_worst_retained"] = float(np.mean([min(_retained(les)) for les in runs]))
+        out["gradient_mean_path_length"] = float(np.mean([p.gradient_mean_length for p in r.paths]))
+        out["paths_mean_length"] = float(np.mean([p.mean_length for p in r.paths]))
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
         rows: list[list[Any]] = []
-        per_seed: dict[str, list[float]] = {}
-        lesions: dict[str, list[dict[str, Any]]] = {"residual": [], "plain": []}
-        contrib: dict[str, Any] = {}
-        for seed in ctx.seeds:
-            for kind in ("residual", "plain"):
-                cfg = TrainConfig(
-                    epochs=epochs, batch_size=128, lr=0.1, weight_decay=5e-4, seed=seed
-                )
-                config = {"depth": depth, "skip": kind == "residual", **cfg.__dict__}
-                with ctx.run(f"C18 {kind}{depth} seed {seed}", config, seed=seed) as run_id:
-                    ctx.seed_everything(seed)
-                    model = create_model(
-                        "resnet_cifar", depth=depth, dim=1, in_channels=1, skip=kind == "residual"
-                    )
-                    Trainer(model, cfg, store=ctx.store, run_id=run_id, progress=ctx.progress).fit(
-                        splits.train
-                    )
-                    n_blocks = (depth - 2) // 2  # (depth - 2) / 6 blocks per stage, three stages
-                    res = lesion_study(
-                        model, xt, yt, ks=[1, 2, 4, n_blocks // 2], draws=5, seed=seed
-                    )
-                    if kind == "residual" and seed == ctx.seeds[0]:
-                        xb, yb = splits.train.tensors[0][:32], splits.train.tensors[1][:32]
-                        contrib = path_gradient_contribution(
-                            model,
-                            (xb,),
-                            yb,
-                            F.cross_entropy,
-                            samples=ctx.pick(tiny=2, quick=5, full=10),
-                            seed=seed,
-                        )
-                        contrib["paths_dist"] = model_block_paths(model).as_dict()
-                    ctx.store.finish_run(run_id, "completed", results={"lesion": res.as_dict()})
-                kept = [retained(a, res.base) for a in res.single.values()]
-                med = statistics.median(kept)
-                per_seed.setdefault(f"{kind}_base_acc", []).append(res.base)
-                per_seed.setdefault(f"{kind}_median_retained", []).append(med)
-                per_seed.setdefault(f"{kind}_worst_retained", []).append(min(kept))
-                lesions[kind].append(res.as_dict())
-                rows.append(
-                    [
-                        seed,
-                        kind,
-                        res.base,
-                        statistics.median(res.single.values()),
-                        min(res.single.values()),
-                        med,
-                        len(res.single),
-                        len(res.not_deletable),
-                    ]
-                )
-        for key, values in per_seed.items():
-            ev.numbers[key] = float(np.mean(values))
-        if contrib:
-            tot = np.asarray(contrib["total"])
-            share = tot / tot.sum()
-            ev.numbers["gradient_mean_path_length"] = float((share * np.arange(len(share))).sum())
-            ev.numbers["paths_mean_length"] = float(contrib["paths_dist"]["mean"])
-        ev.series.update(per_seed=per_seed, lesions=lesions, contrib=contrib, depth=depth)
-        ev.tables.append(
+        for i, seed in enumerate(r.seeds):
+            for kind in KINDS:
+                les = r.lesions[kind][i]
+                accs = les.single.values()
+                rows.append([
+                    seed, kind, les.base, statistics.median(accs), min(accs),
+                    _median_retained(les), len(les.single), len(les.not_deletable),
+                ])  # fmt: skip
+        return [
             Table(
-                f"Single-block deletions, depth {depth}, {epochs} epochs on MNIST-1D",
+                f"Single-block deletions, depth {r.depth}, {r.epochs} epochs on MNIST-1D",
                 ["seed", "net", "intact acc", "median lesioned acc", "worst lesioned acc",
                  "median retained", "deletable", "not deletable"],
                 rows,
                 "retained = (acc - 0.1) / (intact acc - 0.1); plain downsampling layers change "
                 "shape and cannot be deleted",
             )
-        )  # fmt: skip
-        return ev
+        ]  # fmt: skip
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        s = evidence.series["per_seed"]
-        res, plain = s["residual_median_retained"], s["plain_median_retained"]
-        n = evidence.numbers
-        detail = (
-            f"median retained accuracy after one deletion: ResNet {_fmt(res)} (intact acc "
-            f"{_fmt(s['residual_base_acc'])}), plain {_fmt(plain)} (intact acc "
-            f"{_fmt(s['plain_base_acc'])}) over {len(res)} seed(s)"
-        )
-        if "gradient_mean_path_length" in n:
-            detail += (
-                f"; gradient-weighted mean path length {n['gradient_mean_path_length']:.2f} blocks "
-                f"vs mean path length {n['paths_mean_length']:.2f}"
-            )
-        if min(res) >= RESIDUAL_KEEPS and max(plain) <= PLAIN_LOSES:
-            return Verdict("holds", detail + ".")
-        if np.mean(res) <= np.mean(plain):
-            return Verdict("fails", detail + ".")
-        return Verdict(
-            "inconclusive", detail + f"; thresholds {RESIDUAL_KEEPS} / {PLAIN_LOSES} not both met."
-        )
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        lesions = evidence.series["lesions"]
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.5)
         ax = axes[0][0]
-        for kind, color in (("residual", _plot.RESIDUAL), ("plain", _plot.PLAIN)):
-            for i, les in enumerate(lesions[kind]):
-                # stored JSON sorts keys as strings ("blocks.10" < "blocks.2"): order by index
-                pts = sorted((int(n.rsplit(".", 1)[-1]), a) for n, a in les["single"].items())
-                ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    "o-",
-                    color=color,
-                    ms=3,
-                    alpha=0.8,
-                    label=kind if i == 0 else None,
-                )
-                ax.axhline(les["base"], color=color, ls=":", lw=1)
+        for kind in KINDS:
+            for i, les in enumerate(r.lesions[kind]):
+                # order blocks by their index in the stage list, not as strings ("blocks.10")
+                pts = sorted((int(n.rsplit(".", 1)[-1]), a) for n, a in les.single.items())
+                ax.plot(*zip(*pts), "o-", color=COLORS[kind], ms=3, alpha=0.8,
+                        label=kind if i == 0 else None)  # fmt: skip
+                ax.axhline(les.base, color=COLORS[kind], ls=":", lw=1)
         ax.axhline(CHANCE, color=_plot.REFERENCE, ls="--", lw=1, label="chance")
-        ax.set(
-            title="delete one block (dotted: intact)",
-            xlabel="deleted block",
-            ylabel="test accuracy",
-            ylim=(0, 1),
-        )
+        ax.set(title="delete one block (dotted: intact)", xlabel="deleted block",
+               ylabel="test accuracy", ylim=(0, 1))  # fmt: skip
         ax.legend()
         ax = axes[0][1]
-        for kind, color in (("residual", _plot.RESIDUAL), ("plain", _plot.PLAIN)):
-            ks = sorted({int(k) for les in lesions[kind] for k in les["random"]})
-            means = [
-                np.mean([a for les in lesions[kind] for a in les["random"].get(str(k), [])])
-                for k in ks
-            ]
+        for kind in KINDS:
+            runs = r.lesions[kind]
+            ks = sorted({k for les in runs for k in les.random})
+            means = [np.mean([a for les in runs for a in les.random.get(k, [])]) for k in ks]
             ax.plot(
-                [0, *ks],
-                [np.mean([les["base"] for les in lesions[kind]]), *means],
-                "o-",
-                color=color,
-                label=kind,
+                [0, *ks], [np.mean(r.bases(kind)), *means], "o-", color=COLORS[kind], label=kind
             )
         ax.axhline(CHANCE, color=_plot.REFERENCE, ls="--", lw=1)
         ax.set(title="delete k random blocks", xlabel="k", ylabel="test accuracy", ylim=(0, 1))
         ax.legend()
         ax = axes[0][2]
-        contrib = evidence.series["contrib"]
-        if contrib:
-            paths = np.asarray(contrib["paths_dist"]["counts"], dtype=float)
-            tot = np.asarray(contrib["total"])
-            ax.bar(
-                contrib["lengths"],
-                paths / paths.sum(),
-                color=_plot.REFERENCE,
-                alpha=0.5,
-                label="share of paths",
-            )
-            ax.plot(
-                contrib["lengths"],
-                tot / tot.sum(),
-                "o-",
-                color=_plot.RESIDUAL,
-                label="share of gradient",
-            )
-            ax.set(
-                title="ResNet paths by length (trained)",
-                xlabel="path length (blocks)",
-                ylabel="fraction",
-            )
+        if r.paths:
+            counts = np.mean([np.asarray(p.counts) / np.sum(p.counts) for p in r.paths], axis=0)
+            share = np.mean([np.asarray(p.total) / np.sum(p.total) for p in r.paths], axis=0)
+            lengths = r.paths[0].lengths
+            ax.bar(lengths, counts, color=_plot.REFERENCE, alpha=0.5, label="share of paths")
+            ax.plot(lengths, share, "o-", color=_plot.RESIDUAL, label="share of gradient")
+            ax.set(title="ResNet paths by length (trained)", xlabel="path length (blocks)",
+                   ylabel="fraction")  # fmt: skip
             ax.legend()
         _plot.save(fig, outdir / "lesions.png")
         return [
@@ -244,9 +269,25 @@ class LesionEnsemble(Claim):
                 "Left: test accuracy after deleting each block, every seed (ResNet blue, plain "
                 "orange; missing plain points are downsampling layers). Middle: deleting k random "
                 "blocks (mean over seeds and draws). Right: distribution of path lengths in the "
-                "ResNet and the share of the input gradient carried by paths of each length.",
+                "ResNet and the share of the input gradient carried by paths of each length "
+                "(mean over seeds).",
             )
         ]
+
+
+def _lesions(stored: dict[str, Any]) -> LesionResult:
+    """A stored ``LesionResult.as_dict()`` (JSON: the keys of ``random`` are strings)."""
+    random = {int(k): v for k, v in stored["random"].items()}
+    return LesionResult(stored["base"], stored["single"], random, stored["not_deletable"])
+
+
+def _retained(les: LesionResult) -> list[float]:
+    """Per single-block deletion, the share of above-chance accuracy kept."""
+    return [retained(a, les.base) for a in les.single.values()]
+
+
+def _median_retained(les: LesionResult) -> float:
+    return statistics.median(_retained(les))
 
 
 def _fmt(values: list[float]) -> str:
