@@ -10,27 +10,21 @@ then whether it buys accuracy on the adding problem as the sequences grow.
 
 from __future__ import annotations
 
-import time
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Claim,
-    Context,
-    Evidence,
-    Figure,
-    Table,
-    Verdict,
-    register_claim,
-)
-from skiplab.claims._stats import summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import describe
 from skiplab.data import adding_problem
+from skiplab.diagnostics.through_time import state_jacobian_norm
 from skiplab.models.rnn import RecurrentNet, RNNConfig
+from skiplab.train import SequenceRegression, TrainConfig
 
 #: name -> (ks, merge); "plain" is the twin without temporal skips.
 VARIANTS: dict[str, tuple[tuple[int, ...], str]] = {
@@ -39,54 +33,97 @@ VARIANTS: dict[str, tuple[tuple[int, ...], str]] = {
     "skip k=2,4": ((2, 4), "add"),
     "skip k=2 (average)": ((2,), "average"),
 }
-TRAINED = ("plain", "skip k=2", "skip k=2 (average)")
+SKIPS = ("skip k=2", "skip k=2 (average)")  # the trained skip variants
+TRAINED = ("plain", *SKIPS)
 BASELINE_MSE = 1.0 / 6.0  # predicting the mean sum, 1: Var(U(0,1) + U(0,1))
 SOLVED = 0.5  # "solves" the task: test MSE below half the baseline
+TOLERANCE = 0.04  # test accuracy: the fraction of sums predicted within 0.04
+CURVE_POINTS = 20  # the training-loss curve: the mean loss of each twentieth of the steps
+COLORS = {"plain": _plot.PLAIN, "skip k=2": _plot.RESIDUAL, "skip k=2,4": _plot.PALETTE[2],
+          "skip k=2 (average)": _plot.PALETTE[4]}  # fmt: skip
 
 
-def _model(name: str, hidden: int, seed: int) -> RecurrentNet:
-    ks, merge = VARIANTS[name]
-    torch.manual_seed(seed)  # the same cell weights for every variant of a seed
-    return RecurrentNet(RNNConfig(hidden_size=hidden, ks=ks, merge=merge, skip=name != "plain"))
+@dataclass(frozen=True)
+class Settings:
+    grad_lengths: tuple[int, ...] = (5, 10, 25, 50, 100, 200)  # the plain RNN's falls to ~0
+    lengths: tuple[int, ...] = (10, 20, 40)  # adding-problem lengths trained in minutes
+    steps: int = 600  # Adam steps per adding-problem run
+    hidden: int = 32  # enough state for two numbers
+    batch_size: int = 64  # fresh sequences per step
+    lr: float = 2e-3  # Adam; clipped at gradient norm 1 against the tanh RNN's spikes
+    test_size: int = 1000  # held-out sequences per length
 
 
-def gradient_norm(model: RecurrentNet, x: torch.Tensor) -> float:
-    """Spectral norm of ``dh_T / dh_0`` for one sequence ``x`` ``(1, T, I)`` (float64)."""
-    model = model.double()
-    h0 = torch.zeros(model.cfg.hidden_size, dtype=torch.float64)
-
-    def last(h: torch.Tensor) -> torch.Tensor:
-        return model.rnn(x.double(), h.unsqueeze(0))[1].squeeze(0)
-
-    jac = torch.autograd.functional.jacobian(last, h0, vectorize=True)  # (H, H)
-    return float(torch.linalg.matrix_norm(jac, ord=2))
+SCALES = {
+    "tiny": Settings(grad_lengths=(5, 20), lengths=(5, 10), steps=30, hidden=8),
+    "quick": Settings(),
+    "full": Settings(grad_lengths=(5, 10, 25, 50, 100, 200, 400, 1000),
+                     lengths=(10, 25, 50, 100, 200), steps=5000, hidden=64),
+}  # fmt: skip
 
 
-def train_adding(
-    model: RecurrentNet, length: int, steps: int, seed: int, batch: int = 64, lr: float = 2e-3
-) -> tuple[float, float, list[float]]:
-    """Adam on fresh batches; returns test MSE, test accuracy (|error| < 0.04) and a curve."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    x_test, y_test = adding_problem(1000, length, seed=10_000 + seed)
-    curve = []
-    for step in range(steps):
-        x, y = adding_problem(batch, length, seed=seed * 1_000_003 + step)
-        loss = F.mse_loss(model(x).squeeze(-1), y)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        curve.append(loss.item())
-    with torch.no_grad():
-        pred = model(x_test).squeeze(-1)
-    mse = F.mse_loss(pred, y_test).item()
-    acc = ((pred - y_test).abs() < 0.04).float().mean().item()
-    k = max(1, steps // 20)  # a 20-point smoothed curve for the figure
-    return mse, acc, [float(np.mean(curve[i : i + k])) for i in range(0, steps, k)]
+@dataclass(frozen=True)
+class Condition:
+    task: str  # "gradient" (dh_T/dh_0 at init) or "adding" (trained on the adding problem)
+    variant: str  # a key of VARIANTS
+    length: int  # T: the sequence length
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, float]:
+    """One variant from its seeded init (the same cell weights for every variant of a seed)."""
+    ks, merge = VARIANTS[c.variant]
+    cfg = RNNConfig(hidden_size=s.hidden, ks=ks, merge=merge, skip=c.variant != "plain")
+    if c.task == "gradient":  # one sequence per seed, cut to length T
+        model = run.build(lambda: RecurrentNet(cfg).double())
+        x = run.put(adding_problem(1, max(s.grad_lengths), seed=seed)[0].double())  # (1, T, 2)
+        norm = state_jacobian_norm(model.rnn, x[:, : c.length], x.new_zeros(s.hidden))
+        run.log(c.length, grad_norm=norm)
+        return {"grad_norm": norm}
+    model = run.build(lambda: RecurrentNet(cfg))
+    every = max(1, s.steps // CURVE_POINTS)  # an "epoch": one point of the loss curve
+    task = SequenceRegression(
+        lambda n, batch_seed: adding_problem(n, c.length, seed=batch_seed),
+        adding_problem(s.test_size, c.length, seed=10_000 + seed),
+        steps_per_epoch=every,
+        tolerance=TOLERANCE,
+    )
+    train = TrainConfig(
+        max_steps=s.steps, batch_size=s.batch_size, lr=s.lr, optimizer="adam", weight_decay=0.0,
+        schedule="constant", grad_clip=1.0, eval_every=math.ceil(s.steps / every),
+    )  # fmt: skip
+    fit = run.fit(model, task, train)
+    last = fit.last if fit.diverged is None else {}
+    return {"test_mse": last.get("test_mse", math.nan), "test_acc": last.get("test_acc", math.nan)}
+
+
+Grid = dict[str, dict[int, list[float]]]  # variant -> length -> one value per seed
+
+
+def _grid(runs: Runs[Condition], key: str, names: Any, lengths: Any) -> Grid:
+    return {n: {t: runs.values(key, variant=n, length=t) for t in lengths} for n in names}
+
+
+@dataclass
+class Result(Summary):
+    grad_lengths: list[int]
+    lengths: list[int]
+    grads: Grid  # ||dh_T/dh_0|| at init, every variant
+    mse: Grid  # adding-problem test MSE, trained variants
+    acc: Grid  # fraction of test sums within TOLERANCE
+    curves: dict[str, list[float]]  # trained variant -> training loss, longest length, seed 1
+    steps: int
+    hidden: int
+    batch_size: int
+    seeds: list[int]
+    diverged: list[str] = field(default_factory=list)
+
+    def solved(self, name: str, length: int) -> bool:
+        """Test MSE below SOLVED x baseline in every seed (a diverged run never solves)."""
+        return all(v < SOLVED * BASELINE_MSE for v in self.mse[name][length])
 
 
 @register_claim
-class RNNTemporalSkip(Claim):
+class RNNTemporalSkip(Claim[Settings, Condition, Result]):
     id = "C03"
     slug = "rnn-temporal-skip"
     title = "A temporal skip t -> t+k gives the gradient a shorter path through time"
@@ -124,190 +161,144 @@ class RNNTemporalSkip(Claim):
         "Le, Jaitly & Hinton 2015, A Simple Way to Initialize Recurrent Networks of ReLUs",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
-    single_threaded = True
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        grad_lengths = ctx.pick(
-            tiny=[5, 20], quick=[5, 10, 25, 50, 100, 200], full=[5, 10, 25, 50, 100, 200, 400, 1000]
+    def conditions(self, s: Settings) -> list[Condition]:
+        grads = [Condition("gradient", n, t) for n in VARIANTS for t in s.grad_lengths]
+        return grads + [Condition("adding", n, t) for t in s.lengths for n in TRAINED]
+
+    def label(self, c: Condition) -> str:
+        return f"{c.task} {c.variant} T={c.length}"
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.task == "gradient":  # one reverse pass over T steps per state unit
+            return c.length * s.hidden**3
+        return 3 * s.steps * s.batch_size * c.length * s.hidden**2
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        adding = runs.where(task="adding")
+        first = {n: adding.where(variant=n, length=max(s.lengths)).records[0] for n in TRAINED}
+        return Result(
+            list(s.grad_lengths), list(s.lengths),
+            grads=_grid(runs.where(task="gradient"), "grad_norm", VARIANTS, s.grad_lengths),
+            mse=_grid(adding, "test_mse", TRAINED, s.lengths),
+            acc=_grid(adding, "test_acc", TRAINED, s.lengths),
+            curves={n: r.curve("train_loss") for n, r in first.items()},
+            steps=s.steps, hidden=s.hidden, batch_size=s.batch_size, seeds=runs.seeds,
+            diverged=[f"{r.condition}, seed {r.seed}: {r.error}" for r in adding if r.diverged],
+        )  # fmt: skip
+
+    def checks(self, r: Result) -> list[Check]:
+        longest = max(r.grad_lengths)
+        plain_g, skip_g = r.grads["plain"][longest], r.grads["skip k=2"][longest]
+        grad_ok = min(skip_g) > 0.1 and max(plain_g) < 1e-3 * min(skip_g)
+        checks = [
+            Check(f"at T={longest} the k = 2 skip keeps ||dh_T/dh_0|| above 0.1 and the plain "
+                  "RNN's is below 1e-3 of it, in every seed", grad_ok,
+                  f"plain max {max(plain_g):.2g}, skip k=2 min {min(skip_g):.3g}")
+        ]  # fmt: skip
+        if not any(r.solved(n, t) for n in TRAINED for t in r.lengths):
+            name = f"some model solves the adding problem at some length within {r.steps} steps"
+            return [*checks, Check(name, False, "no model solved any length", "evidence")]
+        skip = {t: any(r.solved(n, t) for n in SKIPS) for t in r.lengths}
+        skip_wins = [t for t in r.lengths if skip[t] and not r.solved("plain", t)]
+        plain_wins = [t for t in r.lengths if r.solved("plain", t) and not skip[t]]
+        return [
+            *checks,
+            Check("no length is solved by the plain RNN but by no skip variant", not plain_wins,
+                  f"the plain RNN alone solved T={plain_wins}"),
+            Check("some length is solved by a skip variant in every seed and not by the plain "
+                  "RNN", bool(skip_wins), f"the skip alone solved T={skip_wins}", "evidence"),
+        ]  # fmt: skip
+
+    def detail(self, r: Result) -> str:
+        longest = max(r.grad_lengths)
+        g = {name: float(np.mean(r.grads[name][longest])) for name in VARIANTS}
+        mse = ", ".join(
+            f"T={t}: plain {np.mean(r.mse['plain'][t]):.3f} / k=2 {np.mean(r.mse['skip k=2'][t]):.3f}"
+            f" / avg {np.mean(r.mse['skip k=2 (average)'][t]):.3f}"
+            for t in r.lengths
         )
-        lengths = ctx.pick(tiny=[5, 10], quick=[10, 20, 40], full=[10, 25, 50, 100, 200])
-        steps = ctx.pick(tiny=30, quick=600, full=5000)
-        hidden = ctx.pick(tiny=8, quick=32, full=64)
-        ev = Evidence(seeds=ctx.seeds)
-        grads: dict[str, dict[str, list[float]]] = {name: {} for name in VARIANTS}
-        results: dict[str, list[float]] = {}
-        curves: dict[str, list[float]] = {}
+        return (
+            f"||dh_T/dh_0|| at T={longest}: plain {g['plain']:.2g}, skip k=2 {g['skip k=2']:.3g}, "
+            f"k=2,4 {g['skip k=2,4']:.3g}. Adding-problem test MSE (baseline 0.167): {mse}."
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        longest = max(r.grad_lengths)
+        out = {
+            f"grad_T{longest}_{name}": float(np.mean(r.grads[name][longest])) for name in VARIANTS
+        }
+        for name in TRAINED:
+            for t in r.lengths:
+                out[f"mse_{name}|{t}"] = float(np.mean(r.mse[name][t]))
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
         rows: list[list[Any]] = []
-        for seed in ctx.seeds:
-            cfg = {"lengths": grad_lengths, "hidden": hidden, "variants": list(VARIANTS)}
-            with ctx.run(f"C03 gradient seed {seed}", cfg, seed=seed):
-                x_all, _ = adding_problem(1, max(grad_lengths), seed=seed)
-                for name in VARIANTS:
-                    model = _model(name, hidden, seed)
-                    for length in grad_lengths:
-                        g = gradient_norm(model, x_all[:, :length])
-                        grads[name].setdefault(str(length), []).append(g)
-            for length in lengths:
-                for name in TRAINED:
-                    cfg = {
-                        "task": "adding",
-                        "length": length,
-                        "steps": steps,
-                        "hidden": hidden,
-                        "variant": name,
-                    }
-                    with ctx.run(
-                        f"C03 adding T={length} {name} seed {seed}", cfg, seed=seed
-                    ) as run_id:
-                        t0 = time.perf_counter()
-                        model = _model(name, hidden, seed)
-                        mse, acc, curve = train_adding(model, length, steps, seed)
-                        wall = time.perf_counter() - t0
-                        ctx.store.finish_run(
-                            run_id,
-                            "completed",
-                            results={"test_mse": mse, "test_acc": acc, "wall_s": wall},
-                        )
-                    results.setdefault(f"{name}|{length}", []).append(mse)
-                    results.setdefault(f"acc {name}|{length}", []).append(acc)
-                    if seed == ctx.seeds[0]:
-                        curves[f"{name}|{length}"] = curve
-        for length in lengths:
+        for t in r.lengths:
             for name in TRAINED:
-                m = summarize(results[f"{name}|{length}"])
-                a = summarize(results[f"acc {name}|{length}"])
-                rows.append([length, name, f"{m.mean:.4f} ± {m.std:.2g}", f"{m.mean / BASELINE_MSE:.2f}",
-                             f"{a.mean:.1%}", "yes" if max(results[f"{name}|{length}"]) < SOLVED * BASELINE_MSE else "no"])  # fmt: skip
-        ev.tables.append(
+                m, a = describe(r.mse[name][t]), describe(r.acc[name][t])
+                rows.append([t, name, f"{m.mean:.4f} ± {m.std:.2g}", f"{m.mean / BASELINE_MSE:.2f}",
+                             f"{a.mean:.1%}", "yes" if r.solved(name, t) else "no"])  # fmt: skip
+        grad_rows: list[list[Any]] = []
+        for name in VARIANTS:
+            for t in r.grad_lengths:
+                g = r.grads[name][t]
+                grad_rows.append([name, t, f"{describe(g).mean:.3g}", f"{min(g):.3g}"])
+        return [
             Table(
-                f"Adding problem: test MSE after {steps} Adam steps (batch 64), mean ± std over seeds",
+                f"Adding problem: test MSE after {r.steps} Adam steps (batch {r.batch_size}), mean ± std over seeds",
                 ["T", "model", "test MSE", "MSE / baseline", "acc (|err| < 0.04)", "solved in every seed"],
                 rows,
                 "baseline: always predicting 1 gives MSE 1/6",
-            )
-        )  # fmt: skip
-        longest = str(max(grad_lengths))
-        grad_rows = []
-        for name in VARIANTS:
-            for length in grad_lengths:
-                s = summarize(grads[name][str(length)])
-                grad_rows.append(
-                    [name, length, f"{s.mean:.3g}", f"{min(grads[name][str(length)]):.3g}"]
-                )
-        ev.tables.append(
+            ),
             Table(
-                f"||dh_T/dh_0||_2 at init (tanh cell, hidden {hidden}), over {len(ctx.seeds)} seed(s)",
+                f"||dh_T/dh_0||_2 at init (tanh cell, hidden {r.hidden}), over {len(r.seeds)} seed(s)",
                 ["model", "T", "mean", "min over seeds"],
                 grad_rows,
-            )
-        )
-        ev.series.update(
-            grads=grads, grad_lengths=grad_lengths, lengths=lengths, results=results, curves=curves
-        )
-        for name in VARIANTS:
-            ev.numbers[f"grad_T{longest}_{name}"] = float(np.mean(grads[name][longest]))
-        for key, values in results.items():
-            if not key.startswith("acc "):
-                ev.numbers[f"mse_{key}"] = float(np.mean(values))
-        if ctx.scale != "full":
-            ev.notes.append(
-                f"{steps} training steps per run: the tanh RNN's plateau on the adding problem "
+            ),
+        ]  # fmt: skip
+
+    def notes(self, r: Result) -> list[str]:
+        notes = [f"diverged: {msg}" for msg in r.diverged]
+        if r.steps < SCALES["full"].steps:
+            notes.append(
+                f"{r.steps} training steps per run: the tanh RNN's plateau on the adding problem "
                 "(Le et al. 2015 train for ~10^6 examples) may outlast this budget for every model."
             )
-        return ev
+        return notes
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        grads = evidence.series["grads"]
-        longest = str(max(evidence.series["grad_lengths"]))
-        plain_g, skip_g = grads["plain"][longest], grads["skip k=2"][longest]
-        grad_ok = min(skip_g) > 0.1 and max(plain_g) < 1e-3 * min(skip_g)
-        res = evidence.series["results"]
-
-        def solved(name: str, length: int) -> bool:
-            return max(res[f"{name}|{length}"]) < SOLVED * BASELINE_MSE
-
-        lengths = evidence.series["lengths"]
-        skips = [n for n in TRAINED if n != "plain"]
-        skip_wins = [
-            t for t in lengths if any(solved(n, t) for n in skips) and not solved("plain", t)
-        ]
-        plain_wins = [
-            t for t in lengths if solved("plain", t) and not any(solved(n, t) for n in skips)
-        ]
-        anything = any(solved(n, t) for n in TRAINED for t in lengths)
-        mse = ", ".join(
-            f"T={t}: plain {np.mean(res[f'plain|{t}']):.3f} / k=2 {np.mean(res[f'skip k=2|{t}']):.3f}"
-            f" / avg {np.mean(res[f'skip k=2 (average)|{t}']):.3f}"
-            for t in lengths
-        )
-        detail = (
-            f"||dh_T/dh_0|| at T={longest}: plain {np.mean(plain_g):.2g}, skip k=2 {np.mean(skip_g):.3g}, "
-            f"k=2,4 {np.mean(grads['skip k=2,4'][longest]):.3g}. Adding-problem test MSE (baseline 0.167): {mse}."
-        )
-        if not grad_ok:
-            return Verdict("fails", f"the skip did not keep the gradient. {detail}")
-        if plain_wins:
-            return Verdict(
-                "fails", f"the plain RNN solved T={plain_wins} where no skip variant did. {detail}"
-            )
-        if skip_wins:
-            return Verdict(
-                "holds", f"the skip solved T={skip_wins} where the plain RNN did not. {detail}"
-            )
-        if not anything:
-            return Verdict(
-                "inconclusive",
-                f"the gradient half holds, but no model solved the adding problem at any length within the budget. {detail}",
-            )
-        return Verdict(
-            "inconclusive",
-            f"the gradient half holds; plain and skip RNNs solved the same lengths. {detail}",
-        )
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        grads = evidence.series["grads"]
-        glen = evidence.series["grad_lengths"]
-        lengths = evidence.series["lengths"]
-        res = evidence.series["results"]
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.7)
         ax = axes[0][0]
-        colors = {"plain": _plot.PLAIN, "skip k=2": _plot.RESIDUAL, "skip k=2,4": _plot.PALETTE[2],
-                  "skip k=2 (average)": _plot.PALETTE[4]}  # fmt: skip
-        for name, color in colors.items():
-            m = [max(np.mean(grads[name][str(t)]), 1e-300) for t in glen]
-            ax.semilogy(glen, m, "o-", color=color, label=name)
+        for name, color in COLORS.items():
+            m = [max(float(np.mean(r.grads[name][t])), 1e-300) for t in r.grad_lengths]
+            ax.semilogy(r.grad_lengths, m, "o-", color=color, label=name)
         ax.set(
             title="gradient through time at init", xlabel="T (steps)", ylabel="||dh_T / dh_0||_2"
         )
         ax.legend(fontsize=8)
         ax = axes[0][1]
         for name in TRAINED:
-            m = [np.mean(res[f"{name}|{t}"]) for t in lengths]
-            lo = [min(res[f"{name}|{t}"]) for t in lengths]
-            hi = [max(res[f"{name}|{t}"]) for t in lengths]
-            ax.plot(lengths, m, "o-", color=colors[name], label=name)
-            ax.fill_between(lengths, lo, hi, color=colors[name], alpha=0.2)
+            runs = [r.mse[name][t] for t in r.lengths]
+            ax.plot(r.lengths, [np.mean(v) for v in runs], "o-", color=COLORS[name], label=name)
+            ax.fill_between(r.lengths, [min(v) for v in runs], [max(v) for v in runs],
+                            color=COLORS[name], alpha=0.2)  # fmt: skip
         ax.axhline(BASELINE_MSE, color=_plot.REFERENCE, ls="--", label="predict 1 (1/6)")
         ax.axhline(SOLVED * BASELINE_MSE, color=_plot.REFERENCE, ls=":", label="'solved' bound")
-        ax.set(
-            title="adding problem: test MSE vs length",
-            xlabel="T (steps)",
-            ylabel="test MSE",
-            yscale="log",
-        )
+        ax.set(title="adding problem: test MSE vs length", xlabel="T (steps)", ylabel="test MSE",
+               yscale="log")  # fmt: skip
         ax.legend(fontsize=8)
         ax = axes[0][2]
-        longest = max(lengths)
+        every = max(1, r.steps // CURVE_POINTS)  # each point: the mean loss of `every` steps
         for name in TRAINED:
-            c = evidence.series["curves"].get(f"{name}|{longest}")
-            if c:
-                ax.semilogy(np.arange(len(c)), c, color=colors[name], label=name)
+            steps = np.minimum(every * np.arange(1, len(r.curves[name]) + 1), r.steps)
+            ax.semilogy(steps, r.curves[name], color=COLORS[name], label=name)
         ax.axhline(BASELINE_MSE, color=_plot.REFERENCE, ls="--")
-        ax.set(
-            title=f"training loss, T = {longest} (first seed)",
-            xlabel="training progress (1/20ths)",
-            ylabel="MSE",
-        )
+        ax.set(title=f"training loss, T = {max(r.lengths)} (first seed)", xlabel="training step",
+               ylabel="MSE")  # fmt: skip
         ax.legend(fontsize=8)
         _plot.save(fig, outdir / "rnn_temporal_skip.png")
         return [

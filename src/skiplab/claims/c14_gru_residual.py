@@ -11,116 +11,139 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Claim,
-    Context,
-    Evidence,
-    Figure,
-    Table,
-    Verdict,
-    register_claim,
-)
-from skiplab.claims._stats import summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import describe
 from skiplab.data import load_mnist1d_sequence
-from skiplab.models.rnn import GRU, GRUCell, RecurrentNet, RNNConfig
+from skiplab.diagnostics.through_time import (
+    pin_update_gate,
+    state_jacobian_norm,
+    torch_gru_differences,
+)
+from skiplab.models.rnn import GRU, GRUCell, RecurrentNet, RNNConfig, SkipRNN
+from skiplab.train import Classification, TrainConfig
 
 GATES = (0.001, 0.01, 0.03, 0.1, 0.3, 0.5, 0.9)
 TOLERANCE = 1e-6
-TORCH_ORDER = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch.nn.GRU.parameters()
+DIFFS = ("out", "h", "grad_x", "grad_params")  # what torch_gru_differences compares
 PUBLISHED_GRU_MNIST1D = 0.91  # greydanus/mnist1d README, table "MNIST-1D", column GRU
+CURVE_POINTS = 10  # MNIST-1D test accuracy about this many times during training
 
 
-def equivalence(seed: int, layers: int = 2, length: int = 50) -> dict[str, float]:
-    """Largest absolute differences between skiplab's GRU and ``torch.nn.GRU`` (float64).
-
-    Returns:
-        ``out``, ``h``, ``grad_x``, ``grad_params`` (max over all parameters).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    ref = torch.nn.GRU(8, 32, num_layers=layers, batch_first=True).double()
-    ours = GRU.from_torch(ref)
-    x = torch.randn(4, length, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(layers, 4, 32, generator=gen, dtype=torch.float64)
-    w = torch.randn(4, length, 32, generator=gen, dtype=torch.float64)
-    diffs: dict[str, float] = {}
-    results = []
-    for model, params in (
-        (ref, list(ref.parameters())),
-        (ours, [ours.state_dict(keep_vars=True)[f"layers.{i}.cell.{n}"] for i in range(layers) for n in TORCH_ORDER]),
-    ):  # fmt: skip
-        out, h = model(x, h0)
-        loss = (w * out).sum() + h.square().sum()
-        grads = torch.autograd.grad(loss, [x, *params])
-        results.append((out, h, grads))
-    (o1, h1, g1), (o2, h2, g2) = results
-    diffs["out"] = (o1 - o2).abs().max().item()
-    diffs["h"] = (h1 - h2).abs().max().item()
-    diffs["grad_x"] = (g1[0] - g2[0]).abs().max().item()
-    diffs["grad_params"] = max((a - b).abs().max().item() for a, b in zip(g1[1:], g2[1:]))
-    return diffs
+@dataclass(frozen=True)
+class Settings:
+    lengths: tuple[int, ...] = (10, 25, 50, 100)  # T of dh_T/dh_0: (1 - z)^T spans decades
+    hidden: int = 32  # state of the equivalence test and the gate sweep
+    mnist_steps: int = 1500  # Adam steps of each MNIST-1D run
+    mnist_hidden: int = 64  # the paper's GRU has 128; half trains in minutes on a CPU
+    mnist_seeds: int | None = 1  # MNIST-1D runs on the first seeds only (None: every seed)
+    batch_size: int = 128  # MNIST-1D batch
+    lr: float = 3e-3  # Adam, cosine to 0, gradients clipped at norm 1
 
 
-def fix_gate(cell: GRUCell, z: float) -> None:
-    """Make the update gate the constant ``z`` (weight of the candidate) at every step."""
-    h = cell.hidden_size
-    u = 1.0 - z  # torch's update gate, the weight of h_{t-1}
-    with torch.no_grad():
-        cell.weight_ih[h : 2 * h].zero_()
-        cell.weight_hh[h : 2 * h].zero_()
-        assert cell.bias_ih is not None and cell.bias_hh is not None
-        cell.bias_ih[h : 2 * h].fill_(math.log(u / (1.0 - u)))
-        cell.bias_hh[h : 2 * h].zero_()
+SCALES = {
+    "tiny": Settings(lengths=(10, 25), mnist_steps=30, mnist_hidden=16),
+    "quick": Settings(),
+    "full": Settings(lengths=(10, 25, 50, 100, 200), mnist_steps=6000, mnist_hidden=128,
+                     mnist_seeds=None),
+}  # fmt: skip
 
 
-def jacobian_norm(cell: GRUCell, x: torch.Tensor, h0: torch.Tensor) -> float:
-    """Spectral norm of ``dh_T / dh_0`` for one sequence ``x`` ``(T, I)`` from ``h0`` ``(H,)``."""
-
-    def run(h: torch.Tensor) -> torch.Tensor:
-        h = h.unsqueeze(0)
-        for t in range(x.shape[0]):
-            h = cell(x[t : t + 1], h)
-        return h.squeeze(0)
-
-    jac = torch.autograd.functional.jacobian(run, h0, vectorize=True)  # (H, H)
-    return float(torch.linalg.matrix_norm(jac, ord=2))
+@dataclass(frozen=True)
+class Condition:
+    experiment: str  # "equivalence" (vs torch.nn.GRU), "gate" (dh_T/dh_0) or "mnist1d"
+    skip: bool = True  # False: the plain twin, no carried h_{t-1}
+    gate: float | None = None  # the pinned update gate z; None: the learned gate at init
+    length: int = 0  # T of dh_T/dh_0 (gate runs)
 
 
-def train_mnist1d(
-    model: torch.nn.Module, splits: Any, steps: int, seed: int, batch: int = 128, lr: float = 3e-3
-) -> tuple[list[float], float]:
-    """Adam with a cosine schedule; returns test accuracy every ``steps // 10`` and the last."""
-    x, y = splits.train.tensors
-    xt, yt = splits.test.tensors
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    curve = []
-    for step in range(steps):
-        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % max(1, steps // 10) == 0:
-            with torch.no_grad():
-                curve.append((model(xt).argmax(-1) == yt).float().mean().item())
-    return curve, curve[-1]
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, float]:
+    """One run from the seed's init: the same cell weights for every gate and the plain twin."""
+    experiment = {"equivalence": _equivalence, "gate": _gate, "mnist1d": _mnist1d}
+    return experiment[c.experiment](run, s, c)
+
+
+def _equivalence(run: Run, s: Settings, c: Condition) -> dict[str, float]:
+    """skiplab's GRU against torch.nn.GRU with its weights: 2 layers, T = 50, batch 4, float64."""
+    gen, f64 = run.generator(), torch.float64
+    ref = run.build(lambda: torch.nn.GRU(8, s.hidden, num_layers=2, batch_first=True).double())
+    ours = run.build(GRU.from_torch(ref))
+    x, h0, w = run.put(
+        torch.randn(4, 50, 8, generator=gen, dtype=f64),
+        torch.randn(2, 4, s.hidden, generator=gen, dtype=f64),
+        torch.randn(4, 50, s.hidden, generator=gen, dtype=f64),  # the loss's output weights
+    )
+    diffs = torch_gru_differences(ref, ours, x, h0, w)
+    for t, d in enumerate(diffs.out_by_step, start=1):
+        run.log(t, out_diff=d)
+    return {k: getattr(diffs, k) for k in DIFFS}
+
+
+def _gate(run: Run, s: Settings, c: Condition) -> dict[str, float]:
+    """||dh_T/dh_0|| of one cell with its gate pinned (one sequence per seed, cut to T)."""
+    gen, f64 = run.generator(), torch.float64
+    cell = run.build(lambda: GRUCell(8, s.hidden, skip=c.skip).double())
+    if c.gate is not None:
+        pin_update_gate(cell, c.gate)
+    x = torch.randn(1, max(s.lengths), 8, generator=gen, dtype=f64)[:, : c.length]  # (1, T, 8)
+    x, h0 = run.put(x, 0.5 * torch.randn(s.hidden, generator=gen, dtype=f64))
+    norm = state_jacobian_norm(SkipRNN(cell), x, h0)
+    run.log(c.length, jac_norm=norm)
+    return {"jac_norm": norm}
+
+
+def _mnist1d(run: Run, s: Settings, c: Condition) -> dict[str, float]:
+    """The MNIST-1D paper's GRU baseline (MNIST-1D as a 40-step sequence), or its plain twin."""
+    splits = load_mnist1d_sequence()
+    arch = RNNConfig(input_size=1, hidden_size=s.mnist_hidden, out_features=10, cell="gru",
+                     ks=(), skip=c.skip)  # fmt: skip
+    model = run.build(lambda: RecurrentNet(arch))
+    epochs = math.ceil(s.mnist_steps / math.ceil(len(splits.train) / s.batch_size))
+    cfg = TrainConfig(
+        max_steps=s.mnist_steps, batch_size=s.batch_size, lr=s.lr, optimizer="adam",
+        weight_decay=0.0, schedule="cosine", grad_clip=1.0,
+        eval_every=max(1, epochs // CURVE_POINTS),
+    )  # fmt: skip
+    fit = run.fit(model, Classification(splits.train, splits.test), cfg)
+    return {"test_acc": math.nan if fit.diverged else fit.last["test_acc"]}
+
+
+Norms = dict[int, list[float]]  # T -> ||dh_T/dh_0|| per seed
+
+
+@dataclass
+class Curve:
+    steps: list[int]
+    acc: list[float]
+
+
+@dataclass
+class Result(Summary):
+    lengths: list[int]
+    seeds: list[int]
+    diffs: dict[str, list[float]]  # DIFFS -> largest difference to torch.nn.GRU per seed
+    gated: dict[float, Norms]  # pinned gate z -> norms
+    learned: Norms  # the learned gate at init
+    plain_half: Norms  # the plain twin at z = 0.5
+    plain_learned: Norms  # the plain twin with the learned gate
+    mnist_acc: dict[str, list[float]]  # "gru" / "plain" -> test accuracy per MNIST-1D seed
+    mnist_curves: dict[str, Curve]  # the first seed's test accuracy during training
+    mnist_steps: int
+    mnist_hidden: int
+    diverged: list[str] = field(default_factory=list)
 
 
 @register_claim
-class GRUResidual(Claim):
+class GRUResidual(Claim[Settings, Condition, Result]):
     id = "C14"
     slug = "gru-residual"
     title = "The GRU update is a dynamic, learned residual connection"
@@ -157,163 +180,124 @@ class GRUResidual(Claim):
         "Greydanus & Kobak 2024, Scaling down deep learning with MNIST-1D (GRU baseline 91%)",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
-    single_threaded = True
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        lengths = ctx.pick(tiny=[10, 25], quick=[10, 25, 50, 100], full=[10, 25, 50, 100, 200])
-        mnist_steps = ctx.pick(tiny=30, quick=1500, full=6000)
-        mnist_hidden = ctx.pick(tiny=16, quick=64, full=128)
-        mnist_seeds = ctx.seeds[: ctx.pick(tiny=1, quick=1, full=len(ctx.seeds))]
-        ev = Evidence(seeds=ctx.seeds)
-        eq_rows: list[list[Any]] = []
-        per_seed: dict[str, list[float]] = {}
-        norms: dict[str, list[float]] = {}  # "z|T" -> per seed
-        for seed in ctx.seeds:
-            cfg = {"gates": list(GATES), "lengths": lengths, "hidden": 32}
-            with ctx.run(f"C14 gru seed {seed}", cfg, seed=seed) as run_id:
-                diffs = equivalence(seed)
-                eq_rows.append(
-                    [seed, *(f"{diffs[k]:.2e}" for k in ("out", "h", "grad_x", "grad_params"))]
-                )
-                for k, v in diffs.items():
-                    per_seed.setdefault(f"diff_{k}", []).append(v)
-                ctx.seed_everything(seed)
-                cell = GRUCell(8, 32).double()
-                plain = GRUCell(8, 32, skip=False).double()
-                x = torch.randn(max(lengths), 8, dtype=torch.float64)
-                h0 = 0.5 * torch.randn(32, dtype=torch.float64)
-                for z in (*GATES, None):
-                    if z is not None:
-                        fix_gate(cell, z)
-                    else:  # the learned (random-init) gate
-                        cell.reset_parameters()
-                    for length in lengths:
-                        key = f"{'learned' if z is None else z}|{length}"
-                        norms.setdefault(key, []).append(jacobian_norm(cell, x[:length], h0))
-                        if z == 0.5 or z is None:
-                            plain.load_state_dict(cell.state_dict())
-                            pk = f"plain_{'learned' if z is None else z}|{length}"
-                            norms.setdefault(pk, []).append(jacobian_norm(plain, x[:length], h0))
-                ctx.store.finish_run(run_id, "completed", results={"diffs": diffs})
-        ev.tables.append(
-            Table(
-                "skiplab GRU vs torch.nn.GRU, same weights (float64, 2 layers, hidden 32, T = 50)",
-                ["seed", "max |out diff|", "max |h_n diff|", "max |grad x diff|", "max |grad param diff|"],
-                eq_rows,
-                f"tolerance {TOLERANCE:g}",
-            )
+    def conditions(self, s: Settings) -> list[Condition]:
+        pinned = [(True, z) for z in (*GATES, None)] + [(False, 0.5), (False, None)]
+        gates = [Condition("gate", skip, z, t) for skip, z in pinned for t in s.lengths]
+        return [Condition("equivalence"), *gates, Condition("mnist1d"), Condition("mnist1d", False)]
+
+    def plan(self, s: Settings, seeds: Sequence[int]) -> list[tuple[Condition, int]]:
+        mnist = seeds[: s.mnist_seeds]
+        return [(c, seed) for c in self.conditions(s)
+                for seed in (mnist if c.experiment == "mnist1d" else seeds)]  # fmt: skip
+
+    def label(self, c: Condition) -> str:
+        twin = "" if c.skip else "plain "
+        if c.experiment == "gate":
+            return f"{twin}gate z={'learned' if c.gate is None else c.gate} T={c.length}"
+        return f"{twin}{c.experiment}"
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.experiment == "mnist1d":  # 40 steps, forward and backward
+            return 3 * 40 * s.mnist_steps * s.batch_size * s.mnist_hidden**2
+        return (c.length or 50) * s.hidden**3
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        sweep, mnist = runs.where(experiment="gate"), runs.where(experiment="mnist1d")
+
+        def norms(skip: bool, z: float | None) -> Norms:
+            return {t: sweep.values("jac_norm", skip=skip, gate=z, length=t) for t in s.lengths}
+
+        names = {"gru": True, "plain": False}
+        first = {n: mnist.where(skip=skip).records[0] for n, skip in names.items()}
+        return Result(
+            list(s.lengths), runs.seeds,
+            diffs={k: runs.values(k, experiment="equivalence") for k in DIFFS},
+            gated={z: norms(True, z) for z in GATES}, learned=norms(True, None),
+            plain_half=norms(False, 0.5), plain_learned=norms(False, None),
+            mnist_acc={n: mnist.values("test_acc", skip=skip) for n, skip in names.items()},
+            mnist_curves={n: Curve(r.steps("test_acc"), r.curve("test_acc")) for n, r in first.items()},
+            mnist_steps=s.mnist_steps, mnist_hidden=s.mnist_hidden,
+            diverged=[f"{r.condition}, seed {r.seed}: {r.error}" for r in mnist if r.diverged],
         )  # fmt: skip
-        long = max(lengths)
-        rows = []
-        for z in GATES:
-            s = summarize(norms[f"{z}|{long}"])
-            rows.append([z, f"{s.mean:.3g}", f"{s.std:.2g}", f"{(1 - z) ** long:.3g}"])
-        s = summarize(norms[f"learned|{long}"])
-        rows.append(["learned (init)", f"{s.mean:.3g}", f"{s.std:.2g}", "-"])
-        for gate in ("0.5", "learned"):
-            s = summarize(norms[f"plain_{gate}|{long}"])
-            rows.append([f"plain twin, z={gate}", f"{s.mean:.3g}", f"{s.std:.2g}", "-"])
-        ev.tables.append(
-            Table(
-                f"||dh_T/dh_0||_2 at T = {long} against the gate value z",
-                ["z (weight of the candidate)", "mean", "std over seeds", "(1 - z)^T"],
-                rows,
-            )
-        )
-        ev.series["norms"] = norms
-        ev.series["lengths"] = lengths
-        ev.series["per_seed"] = per_seed
 
-        # MNIST-1D read as a sequence: the paper's GRU baseline and the plain twin.
-        splits = load_mnist1d_sequence()
-        mnist: dict[str, list[float]] = {}
-        curves: dict[str, list[float]] = {}
-        for seed in mnist_seeds:
-            for skip in (True, False):
-                name = "gru" if skip else "plain"
-                cfg = {"hidden": mnist_hidden, "steps": mnist_steps, "skip": skip}
-                with ctx.run(f"C14 mnist1d {name} seed {seed}", cfg, seed=seed) as run_id:
-                    ctx.seed_everything(seed)
-                    rnn_cfg = RNNConfig(input_size=1, hidden_size=mnist_hidden, out_features=10,
-                                        cell="gru", ks=(), skip=skip)  # fmt: skip
-                    t0 = time.perf_counter()
-                    curve, acc = train_mnist1d(RecurrentNet(rnn_cfg), splits, mnist_steps, seed)
-                    wall = time.perf_counter() - t0
-                    ctx.store.finish_run(
-                        run_id, "completed", results={"test_acc": acc, "wall_s": wall}
-                    )
-                mnist.setdefault(name, []).append(acc)
-                curves.setdefault(name, curve)
-        ev.series["mnist_curves"] = curves
-        ev.series["mnist_steps"] = mnist_steps
-        for name, accs in mnist.items():
-            ev.numbers[f"mnist1d_{name}_acc"] = float(np.mean(accs))
-        ev.tables.append(
-            Table(
-                "MNIST-1D as a 40-step sequence: GRU baseline, published vs measured",
-                ["model", "published", "measured test acc", "seeds", "hidden", "steps"],
-                [
-                    ["GRU (skiplab GatedSkip)", f"{PUBLISHED_GRU_MNIST1D:.0%}", f"{np.mean(mnist['gru']):.1%}",
-                     len(mnist["gru"]), mnist_hidden, mnist_steps],
-                    ["plain twin (no carry)", "-", f"{np.mean(mnist['plain']):.1%}", len(mnist["plain"]),
-                     mnist_hidden, mnist_steps],
-                ],
-                "published: greydanus/mnist1d README (GRU column, 4,000 train / 1,000 test); "
-                "measured: Adam 3e-3, cosine, batch 128, same default MNIST-1D split",
-            )
-        )  # fmt: skip
-        for key, values in per_seed.items():
-            ev.numbers[f"max_{key}"] = float(max(values))
-        for z in GATES:
-            ev.numbers[f"jac_T{long}_z{z}"] = float(np.mean(norms[f"{z}|{long}"]))
-        ev.numbers[f"jac_T{long}_plain_z0.5"] = float(np.mean(norms[f"plain_0.5|{long}"]))
-        ev.notes.append(
-            "The MNIST-1D GRU runs "
-            + ("one seed, fewer steps and a smaller state than the paper: a lower bound on what "
-               "the GRU reaches." if ctx.scale != "full" else "the full budget.")
-        )  # fmt: skip
-        return ev
+    def checks(self, r: Result) -> list[Check]:
+        worst = max(max(v) for v in r.diffs.values())
+        long, z0 = max(r.lengths), GATES[0]
+        means = [float(np.mean(r.gated[z][long])) for z in GATES]
+        plain, gru_half = float(np.mean(r.plain_half[long])), float(np.mean(r.gated[0.5][long]))
+        return [
+            Check(f"skiplab's GRU matches torch.nn.GRU to {TOLERANCE:g}", worst < TOLERANCE,
+                  f"max difference {worst:.1e}"),
+            Check(f"||dh_T/dh_0|| at T={long} falls monotonically as z grows",
+                  all(a > b for a, b in itertools.pairwise(means)),
+                  ", ".join(f"z={z}: {m:.3g}" for z, m in zip(GATES, means))),
+            Check(f"at z={z0} the highway survives: at least half of (1-z)^T",
+                  means[0] >= 0.5 * (1 - z0) ** long,
+                  f"{means[0]:.3g} vs (1-z)^T = {(1 - z0) ** long:.3g}"),
+            Check("the plain twin's norm is below 1e-3 of the GRU's at z = 0.5",
+                  plain < 1e-3 * gru_half, f"{plain:.2g} vs {gru_half:.3g}"),
+        ]  # fmt: skip
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        diffs: dict[str, list[float]] = evidence.series["per_seed"]
-        worst = max(max(v) for v in diffs.values())
-        exact = worst < TOLERANCE
-        norms = evidence.series["norms"]
-        long = max(evidence.series["lengths"])
-        means = [float(np.mean(norms[f"{z}|{long}"])) for z in GATES]
-        monotone = all(a > b for a, b in itertools.pairwise(means))
-        z0 = GATES[0]
-        highway = means[0] >= 0.5 * (1 - z0) ** long
-        plain = float(np.mean(norms[f"plain_0.5|{long}"]))
-        gru_half = float(np.mean(norms[f"0.5|{long}"]))
-        plain_dies = plain < 1e-3 * gru_half
-        detail = (
-            f"max difference to torch.nn.GRU {worst:.1e} over {len(diffs['diff_out'])} seed(s); "
-            f"||dh_T/dh_0|| at T={long}: z={z0}: {means[0]:.3g} ((1-z)^T = {(1 - z0) ** long:.3g}), "
-            f"z=0.5: {gru_half:.3g}, z={GATES[-1]}: {means[-1]:.3g}; plain twin at z=0.5: {plain:.2g}."
+    def detail(self, r: Result) -> str:
+        long, z0, zn = max(r.lengths), GATES[0], GATES[-1]
+        g = {z: float(np.mean(r.gated[z][long])) for z in GATES}
+        acc = {n: float(np.mean(a)) for n, a in r.mnist_acc.items()}
+        return (
+            f"max difference to torch.nn.GRU {max(max(v) for v in r.diffs.values()):.1e} over "
+            f"{len(r.diffs['out'])} seed(s); ||dh_T/dh_0|| at T={long}: z={z0}: {g[z0]:.3g} "
+            f"((1-z)^T = {(1 - z0) ** long:.3g}), z=0.5: {g[0.5]:.3g}, z={zn}: {g[zn]:.3g}; plain "
+            f"twin at z=0.5: {np.mean(r.plain_half[long]):.2g}. MNIST-1D GRU {acc['gru']:.1%} "
+            f"(published {PUBLISHED_GRU_MNIST1D:.0%}), plain twin {acc['plain']:.1%}."
         )
-        mn = evidence.numbers
-        if "mnist1d_gru_acc" in mn:
-            detail += (
-                f" MNIST-1D GRU {mn['mnist1d_gru_acc']:.1%} (published {PUBLISHED_GRU_MNIST1D:.0%}), "
-                f"plain twin {mn['mnist1d_plain_acc']:.1%}."
-            )
-        checks = (
-            ("equivalence", exact),
-            ("monotone in z", monotone),
-            ("highway at small z", highway),
-            ("plain twin loses it", plain_dies),
-        )
-        return Verdict.from_checks(checks, detail)
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        norms = evidence.series["norms"]
-        lengths = evidence.series["lengths"]
+    def numbers(self, r: Result) -> dict[str, float]:
+        long = max(r.lengths)
+        out = {f"mnist1d_{n}_acc": float(np.mean(a)) for n, a in r.mnist_acc.items()}
+        out.update({f"max_diff_{k}": float(max(v)) for k, v in r.diffs.items()})
+        out.update({f"jac_T{long}_z{z}": float(np.mean(r.gated[z][long])) for z in GATES})
+        out[f"jac_T{long}_plain_z0.5"] = float(np.mean(r.plain_half[long]))
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
+        long = max(r.lengths)
+        eq = [[seed, *(f"{r.diffs[k][i]:.2e}" for k in DIFFS)] for i, seed in enumerate(r.seeds)]
+        others = {"learned (init)": r.learned, "plain twin, z=0.5": r.plain_half,
+                  "plain twin, z=learned": r.plain_learned}  # fmt: skip
+        rows: list[list[Any]] = [[z, *_stat(r.gated[z][long]), f"{(1 - z) ** long:.3g}"] for z in GATES]  # fmt: skip
+        rows += [[label, *_stat(n[long]), "-"] for label, n in others.items()]
+        acc, size = (
+            {n: f"{np.mean(a):.1%}" for n, a in r.mnist_acc.items()},
+            [r.mnist_hidden, r.mnist_steps],
+        )
+        mnist = [["GRU (skiplab GatedSkip)", f"{PUBLISHED_GRU_MNIST1D:.0%}", acc["gru"], len(r.mnist_acc["gru"]), *size],
+                 ["plain twin (no carry)", "-", acc["plain"], len(r.mnist_acc["plain"]), *size]]  # fmt: skip
+        return [
+            Table("skiplab GRU vs torch.nn.GRU, same weights (float64, 2 layers, hidden 32, T = 50)",
+                  ["seed", "max |out diff|", "max |h_n diff|", "max |grad x diff|", "max |grad param diff|"],
+                  eq, f"tolerance {TOLERANCE:g}"),
+            Table(f"||dh_T/dh_0||_2 at T = {long} against the gate value z",
+                  ["z (weight of the candidate)", "mean", "std over seeds", "(1 - z)^T"], rows),
+            Table("MNIST-1D as a 40-step sequence: GRU baseline, published vs measured",
+                  ["model", "published", "measured test acc", "seeds", "hidden", "steps"], mnist,
+                  "published: greydanus/mnist1d README (GRU column, 4,000 train / 1,000 test); "
+                  "measured: Adam 3e-3, cosine, batch 128, same default MNIST-1D split"),
+        ]  # fmt: skip
+
+    def notes(self, r: Result) -> list[str]:
+        short = r.mnist_steps < SCALES["full"].mnist_steps
+        budget = ("one seed, fewer steps and a smaller state than the paper: a lower bound on "
+                  "what the GRU reaches." if short else "the full budget.")  # fmt: skip
+        return [f"The MNIST-1D GRU runs {budget}"] + [f"diverged: {d}" for d in r.diverged]
+
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.6)
         ax = axes[0][0]
         zs = np.asarray(GATES)
-        for i, length in enumerate(lengths):
-            m = [np.mean(norms[f"{z}|{length}"]) for z in GATES]
+        for i, length in enumerate(r.lengths):
+            m = [np.mean(r.gated[z][length]) for z in GATES]
             color = _plot.PALETTE[i % len(_plot.PALETTE)]
             ax.loglog(zs, np.maximum(m, 1e-300), "o-", color=color, label=f"GRU, T={length}")
             ax.loglog(zs, np.maximum((1 - zs) ** length, 1e-300), ":", color=color)
@@ -321,34 +305,26 @@ class GRUResidual(Claim):
                xlabel="z (weight of the candidate)", ylabel="||dh_T / dh_0||_2")  # fmt: skip
         ax.legend(fontsize=8)
         ax = axes[0][1]
-        for label, key, color in (
-            ("GRU, z = 0.01", "0.01", _plot.RESIDUAL),
-            ("GRU, learned gate (init)", "learned", _plot.PALETTE[2]),
-            ("plain twin, z = 0.5", "plain_0.5", _plot.PLAIN),
-            ("plain twin, learned gate", "plain_learned", _plot.PALETTE[3]),
+        for label, norms, color in (
+            ("GRU, z = 0.01", r.gated[0.01], _plot.RESIDUAL),
+            ("GRU, learned gate (init)", r.learned, _plot.PALETTE[2]),
+            ("plain twin, z = 0.5", r.plain_half, _plot.PLAIN),
+            ("plain twin, learned gate", r.plain_learned, _plot.PALETTE[3]),
         ):
-            m = [np.mean(norms[f"{key}|{length}"]) for length in lengths]
-            ax.semilogy(lengths, np.maximum(m, 1e-300), "o-", color=color, label=label)
+            m = [np.mean(norms[length]) for length in r.lengths]
+            ax.semilogy(r.lengths, np.maximum(m, 1e-300), "o-", color=color, label=label)
         ax.set(title="gradient through time vs T", xlabel="T (steps)", ylabel="||dh_T / dh_0||_2")
         ax.legend(fontsize=8)
         ax = axes[0][2]
-        curves = evidence.series["mnist_curves"]
-        steps = evidence.series["mnist_steps"]
         for name, color in (("gru", _plot.RESIDUAL), ("plain", _plot.PLAIN)):
-            c = curves[name]
-            xs = np.linspace(steps / len(c), steps, len(c))
-            ax.plot(
-                xs, c, "o-", color=color, label="GRU" if name == "gru" else "plain twin (no carry)"
-            )
+            c = r.mnist_curves[name]
+            label = "GRU" if name == "gru" else "plain twin (no carry)"
+            ax.plot(c.steps, c.acc, "o-", color=color, label=label)
         ax.axhline(
             PUBLISHED_GRU_MNIST1D, color=_plot.REFERENCE, ls="--", label="published GRU (91%)"
         )
-        ax.set(
-            title="MNIST-1D as a sequence",
-            xlabel="training step",
-            ylabel="test accuracy",
-            ylim=(0, 1),
-        )
+        ax.set(title="MNIST-1D as a sequence", xlabel="training step", ylabel="test accuracy",
+               xlim=(0, 1.05 * r.mnist_steps), ylim=(0, 1))  # fmt: skip
         ax.legend(fontsize=8)
         _plot.save(fig, outdir / "gru_residual.png")
         return [
@@ -360,3 +336,8 @@ class GRUResidual(Claim):
                 "training, skiplab GRU vs plain twin, with the published GRU baseline.",
             )
         ]
+
+
+def _stat(values: list[float]) -> list[str]:
+    s = describe(values)
+    return [f"{s.mean:.3g}", f"{s.std:.2g}"]

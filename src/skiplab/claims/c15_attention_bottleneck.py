@@ -10,72 +10,116 @@ sequences grow and reads out accuracy and the gradient reaching each input posit
 
 from __future__ import annotations
 
-import time
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Claim,
-    Context,
-    Evidence,
-    Figure,
-    Table,
-    Verdict,
-    register_claim,
-)
-from skiplab.claims._stats import clearly_greater, summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import clearly_greater, describe
 from skiplab.data import sequence_copy, sequence_reversal
+from skiplab.diagnostics.through_time import source_gradients
 from skiplab.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from skiplab.train import SequenceToSequence, TrainConfig
 
 TASKS = {"reverse": sequence_reversal, "copy": sequence_copy}
 LABELS = {"none": "fixed context", "additive": "additive attention", "dot": "dot-product attention"}
 VOCAB = 10
+CURVE_POINTS = 20  # the training-loss curve: the mean loss of each twentieth of the steps
 
 
-def train_seq2seq(
-    model: Seq2Seq, task: str, length: int, steps: int, seed: int, batch: int = 64, lr: float = 3e-3
-) -> dict[str, Any]:
-    """Adam with teacher forcing on fresh batches; greedy-decoding accuracy on 500 test pairs."""
-    make = TASKS[task]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for step in range(steps):
-        src, tgt = make(batch, length, vocab=VOCAB, seed=seed * 1_000_003 + step)
-        loss = F.cross_entropy(model(src, tgt).flatten(0, 1), tgt.flatten())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-    src, tgt = make(500, length, vocab=VOCAB, seed=777_000 + seed)
-    out = model.generate(src, length)
-    return {
-        "token_acc": (out == tgt).float().mean().item(),
-        "seq_acc": (out == tgt).all(dim=1).float().mean().item(),
-        "loss": loss.item(),
+@dataclass(frozen=True)
+class Settings:
+    lengths: tuple[int, ...] = (5, 10, 20)  # reversal lengths; copy and dot at the longest
+    steps: int = 300  # Adam steps per model: equal budget, not convergence
+    hidden: int = 48  # the fixed context's size, the bottleneck
+    batch_size: int = 64  # fresh pairs per step
+    lr: float = 3e-3  # Adam with teacher forcing, gradients clipped at norm 1
+    test_size: int = 500  # held-out pairs for greedy decoding
+
+
+SCALES = {
+    "tiny": Settings(lengths=(3, 6), steps=20, hidden=16),
+    "quick": Settings(),
+    "full": Settings(lengths=(5, 10, 20, 40, 80), steps=3000, hidden=128),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    task: str  # "reverse" or "copy"
+    length: int  # of source and target
+    attention: str  # "none" (fixed context), "additive" (Bahdanau) or "dot" (Luong)
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Train one encoder-decoder; greedy accuracy, and at the longest reversal its gradients."""
+    make = TASKS[c.task]
+    arch = Seq2SeqConfig(attention=c.attention, hidden_size=s.hidden, vocab_size=VOCAB)
+    model = run.build(lambda: Seq2Seq(arch))
+    every = max(1, s.steps // CURVE_POINTS)  # an "epoch": one point of the loss curve
+    task = SequenceToSequence(
+        lambda n, batch_seed: make(n, c.length, vocab=VOCAB, seed=batch_seed),
+        make(s.test_size, c.length, vocab=VOCAB, seed=777_000 + seed),
+        steps_per_epoch=every,
+    )
+    cfg = TrainConfig(
+        max_steps=s.steps, batch_size=s.batch_size, lr=s.lr, optimizer="adam", weight_decay=0.0,
+        schedule="constant", grad_clip=1.0, eval_every=math.ceil(s.steps / every),
+    )  # fmt: skip
+    fit = run.fit(model, task, cfg)
+    if fit.diverged:
+        return {"token_acc": math.nan, "seq_acc": math.nan}
+    out: dict[str, Any] = {
+        "token_acc": fit.last["test_token_acc"],
+        "seq_acc": fit.last["test_seq_acc"],
     }
+    if c.task == "reverse" and c.length == max(s.lengths):
+        pairs = run.put(*sequence_reversal(64, c.length, vocab=VOCAB, seed=555_000 + seed))
+        out["grads"] = source_gradients(model, *pairs)  # (S,) over 64 test pairs
+        src, tgt = run.put(*sequence_reversal(1, c.length, vocab=VOCAB, seed=1))
+        with torch.no_grad():
+            model(src, tgt)
+        assert model.last_weights is not None
+        out["weights"] = model.last_weights[0].tolist()  # (T, S)
+    return out
 
 
-def input_gradients(model: Seq2Seq, task: str, length: int, seed: int) -> list[float]:
-    """``||dL / d emb(x_s)||`` for every source position s, averaged over 64 test pairs."""
-    src, tgt = TASKS[task](64, length, vocab=VOCAB, seed=555_000 + seed)
-    emb = model.embed(src).detach().requires_grad_(True)  # (B, S, E)
-    keys, _ = model.encoder(emb)  # (B, S, H)
-    s = keys[:, -1]
-    inputs = torch.cat([tgt.new_full((tgt.shape[0], 1), model.bos), tgt[:, :-1]], dim=1)
-    loss = torch.zeros(())
-    for t in range(length):
-        logits, s, _ = model.step(inputs[:, t], s, keys)
-        loss = loss + F.cross_entropy(logits, tgt[:, t])
-    (g,) = torch.autograd.grad(loss, emb)
-    return g.norm(dim=-1).mean(0).tolist()  # (S,)
+@dataclass
+class Row:
+    """One condition's greedy-decoding accuracy, one value per seed."""
+
+    task: str
+    length: int
+    attention: str
+    token_acc: list[float]
+    seq_acc: list[float]
+
+
+@dataclass
+class Result(Summary):
+    lengths: list[int]
+    rows: list[Row]  # in the order of the conditions
+    grads: dict[str, list[float]]  # attention -> gradient per source position (first seed)
+    weights: list[list[float]]  # additive attention (T, S) on one reversal (first seed)
+    steps: int
+    hidden: int
+    seeds: list[int]
+    diverged: list[str] = field(default_factory=list)
+
+    def acc(self, task: str, length: int, attention: str) -> list[float]:
+        """Token accuracy per seed of one condition."""
+        return next(r.token_acc for r in self.rows
+                    if (r.task, r.length, r.attention) == (task, length, attention))  # fmt: skip
 
 
 @register_claim
-class AttentionBottleneck(Claim):
+class AttentionBottleneck(Claim[Settings, Condition, Result]):
     id = "C15"
     slug = "attention-bottleneck"
     title = "A fixed context vector is a bottleneck; attention gives each output a direct path"
@@ -108,154 +152,129 @@ class AttentionBottleneck(Claim):
         "Luong, Pham & Manning 2015, Effective Approaches to Attention-based NMT",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
-    single_threaded = True
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        lengths = ctx.pick(tiny=[3, 6], quick=[5, 10, 20], full=[5, 10, 20, 40, 80])
-        steps = ctx.pick(tiny=20, quick=300, full=3000)
-        hidden = ctx.pick(tiny=16, quick=48, full=128)
-        longest = max(lengths)
-        plan = [("reverse", t, a) for t in lengths for a in ("none", "additive")]
-        plan += [
-            ("reverse", longest, "dot"),
-            ("copy", longest, "none"),
-            ("copy", longest, "additive"),
-        ]
-        ev = Evidence(seeds=ctx.seeds)
-        acc: dict[str, list[float]] = {}
-        grads: dict[str, list[float]] = {}
-        weights: list[list[float]] = []
-        for seed in ctx.seeds:
-            for task, length, attention in plan:
-                key = f"{task}|{length}|{attention}"
-                cfg = {
-                    "task": task,
-                    "length": length,
-                    "attention": attention,
-                    "steps": steps,
-                    "hidden": hidden,
-                }
-                with ctx.run(f"C15 {key} seed {seed}", cfg, seed=seed) as run_id:
-                    ctx.seed_everything(seed)
-                    model = Seq2Seq(
-                        Seq2SeqConfig(attention=attention, hidden_size=hidden, vocab_size=VOCAB)
-                    )
-                    t0 = time.perf_counter()
-                    res = train_seq2seq(model, task, length, steps, seed)
-                    res["wall_s"] = time.perf_counter() - t0
-                    ctx.store.finish_run(run_id, "completed", results=res)
-                acc.setdefault(key, []).append(res["token_acc"])
-                acc.setdefault(f"seq {key}", []).append(res["seq_acc"])
-                if seed == ctx.seeds[0] and task == "reverse" and length == longest:
-                    grads[attention] = input_gradients(model, task, length, seed)
-                    if attention == "additive":
-                        src, tgt = sequence_reversal(1, length, vocab=VOCAB, seed=1)
-                        with torch.no_grad():
-                            model(src, tgt)
-                        assert model.last_weights is not None
-                        weights = model.last_weights[0].tolist()  # (T, S)
+    def conditions(self, s: Settings) -> list[Condition]:
+        longest = max(s.lengths)
+        reverse = [Condition("reverse", t, a) for t in s.lengths for a in ("none", "additive")]
+        return [*reverse, Condition("reverse", longest, "dot"), Condition("copy", longest, "none"),
+                Condition("copy", longest, "additive")]  # fmt: skip
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        return 3 * s.steps * s.batch_size * c.length * s.hidden**2
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        longest = max(s.lengths)
+        rows = [
+            Row(c.task, c.length, c.attention, runs.values("token_acc", **asdict(c)),
+                runs.values("seq_acc", **asdict(c)))
+            for c in self.conditions(s)
+        ]  # fmt: skip
+        first = {a: runs.where(task="reverse", length=longest, attention=a).records[0]
+                 for a in ("none", "additive", "dot")}  # fmt: skip
+        return Result(
+            list(s.lengths), rows,
+            grads={a: r.get("grads", []) for a, r in first.items()},
+            weights=first["additive"].get("weights", []),
+            steps=s.steps, hidden=s.hidden, seeds=runs.seeds,
+            diverged=[f"{r.condition}, seed {r.seed}: {r.error}" for r in runs if r.diverged],
+        )  # fmt: skip
+
+    def checks(self, r: Result) -> list[Check]:
+        short, long = min(r.lengths), max(r.lengths)
+        att, fix = r.acc("reverse", long, "additive"), r.acc("reverse", long, "none")
+        gap = {t: float(np.mean(r.acc("reverse", t, "additive")) - np.mean(r.acc("reverse", t, "none")))
+               for t in (short, long)}  # fmt: skip
+        seeds = f"attention {min(att):.3f}..{max(att):.3f}, fixed {min(fix):.3f}..{max(fix):.3f}"
+        return [
+            Check(f"on reversal at length {long} the fixed context is not as good as attention",
+                  not np.mean(fix) >= np.mean(att), f"gap {gap[long]:+.3f}"),
+            Check(f"attention beats the fixed context in every seed at length {long}",
+                  clearly_greater(att, fix), seeds, "evidence"),
+            Check(f"the gap is larger at length {long} than at length {short}",
+                  gap[long] > gap[short], f"{gap[long]:+.3f} vs {gap[short]:+.3f}", "evidence"),
+        ]  # fmt: skip
+
+    def detail(self, r: Result) -> str:
+        short, long = min(r.lengths), max(r.lengths)
+        mean = {(task, t, a): float(np.mean(r.acc(task, t, a))) for task, t, a in
+                (("reverse", long, "additive"), ("reverse", long, "none"), ("reverse", long, "dot"),
+                 ("reverse", short, "additive"), ("reverse", short, "none"), ("copy", long, "additive"),
+                 ("copy", long, "none"))}  # fmt: skip
+        att, fix = mean["reverse", long, "additive"], mean["reverse", long, "none"]
+        gap_short = mean["reverse", short, "additive"] - mean["reverse", short, "none"]
+        copy_gap = mean["copy", long, "additive"] - mean["copy", long, "none"]
+        return (
+            f"reversal token accuracy at length {long}: attention {att:.3f} vs fixed context "
+            f"{fix:.3f} (gap {att - fix:+.3f}; at length {short}: {gap_short:+.3f}); "
+            f"dot-product attention {mean['reverse', long, 'dot']:.3f}; copy at length {long}: "
+            f"gap {copy_gap:+.3f}; {len(r.seeds)} seed(s)."
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        return {
+            f"acc_{w.task}|{w.length}|{w.attention}": describe(w.token_acc).mean for w in r.rows
+        }
+
+    def tables(self, r: Result) -> list[Table]:
         rows = []
-        for task, length, attention in plan:
-            key = f"{task}|{length}|{attention}"
-            s, q = summarize(acc[key]), summarize(acc[f"seq {key}"])
-            rows.append([task, length, LABELS[attention], f"{s.mean:.3f} ± {s.std:.2g}",
-                         f"{min(acc[key]):.3f}..{max(acc[key]):.3f}", f"{q.mean:.3f}"])  # fmt: skip
-            ev.numbers[f"acc_{key}"] = s.mean
-        ev.tables.append(
+        for w in r.rows:
+            s, q = describe(w.token_acc), describe(w.seq_acc)
+            rows.append([w.task, w.length, LABELS[w.attention], f"{s.mean:.3f} ± {s.std:.2g}",
+                         f"{min(w.token_acc):.3f}..{max(w.token_acc):.3f}", f"{q.mean:.3f}"])  # fmt: skip
+        return [
             Table(
-                f"Greedy-decoding accuracy after {steps} Adam steps (hidden {hidden}, vocab {VOCAB})",
+                f"Greedy-decoding accuracy after {r.steps} Adam steps (hidden {r.hidden}, vocab {VOCAB})",
                 ["task", "length", "context", "token acc (mean ± std)", "range over seeds", "whole-sequence acc"],
                 rows,
                 "chance token accuracy 0.1",
             )
-        )  # fmt: skip
-        ev.series.update(acc=acc, lengths=lengths, grads=grads, weights=weights, hidden=hidden)
-        if ctx.scale != "full":
-            ev.notes.append(
-                f"{steps} steps per model: both models are still learning; the comparison is at "
-                "equal budget, not at convergence."
-            )
-        return ev
+        ]  # fmt: skip
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        acc = evidence.series["acc"]
-        lengths = evidence.series["lengths"]
-        short, long = min(lengths), max(lengths)
-        att, fix = acc[f"reverse|{long}|additive"], acc[f"reverse|{long}|none"]
-        gap_long = float(np.mean(att) - np.mean(fix))
-        gap_short = float(
-            np.mean(acc[f"reverse|{short}|additive"]) - np.mean(acc[f"reverse|{short}|none"])
-        )
-        copy_gap = float(np.mean(acc[f"copy|{long}|additive"]) - np.mean(acc[f"copy|{long}|none"]))
-        dot = float(np.mean(acc[f"reverse|{long}|dot"]))
-        detail = (
-            f"reversal token accuracy at length {long}: attention {np.mean(att):.3f} vs fixed context "
-            f"{np.mean(fix):.3f} (gap {gap_long:+.3f}; at length {short}: {gap_short:+.3f}); "
-            f"dot-product attention {dot:.3f}; copy at length {long}: gap {copy_gap:+.3f}; "
-            f"{len(att)} seed(s)."
-        )
-        if clearly_greater(att, fix) and gap_long > gap_short:
-            return Verdict("holds", detail)
-        if np.mean(fix) >= np.mean(att):
-            return Verdict("fails", detail)
-        return Verdict(
-            "inconclusive", f"the gap does not separate across seeds or grow with length. {detail}"
-        )
+    def notes(self, r: Result) -> list[str]:
+        notes = [f"diverged: {d}" for d in r.diverged]
+        if r.steps < SCALES["full"].steps:
+            notes.append(f"{r.steps} steps per model: both models are still learning; the "
+                         "comparison is at equal budget, not at convergence.")  # fmt: skip
+        return notes
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        acc = evidence.series["acc"]
-        lengths = evidence.series["lengths"]
-        long = max(lengths)
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
+        long = max(r.lengths)
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.7)
         ax = axes[0][0]
         for attention, color in (("none", _plot.PLAIN), ("additive", _plot.RESIDUAL)):
-            m = [np.mean(acc[f"reverse|{t}|{attention}"]) for t in lengths]
-            lo = [min(acc[f"reverse|{t}|{attention}"]) for t in lengths]
-            hi = [max(acc[f"reverse|{t}|{attention}"]) for t in lengths]
-            ax.plot(lengths, m, "o-", color=color, label=f"reverse, {LABELS[attention]}")
-            ax.fill_between(lengths, lo, hi, color=color, alpha=0.2)
-        for attention, marker, color in (("dot", "s", _plot.PALETTE[2]),):
-            ax.plot([long], [np.mean(acc[f"reverse|{long}|{attention}"])], marker, color=color,
+            accs = [r.acc("reverse", t, attention) for t in r.lengths]
+            ax.plot(r.lengths, [np.mean(a) for a in accs], "o-", color=color,
                     label=f"reverse, {LABELS[attention]}")  # fmt: skip
+            ax.fill_between(r.lengths, [min(a) for a in accs], [max(a) for a in accs], color=color,
+                            alpha=0.2)  # fmt: skip
+        ax.plot([long], [np.mean(r.acc("reverse", long, "dot"))], "s", color=_plot.PALETTE[2],
+                label=f"reverse, {LABELS['dot']}")  # fmt: skip
         for attention, color in (("none", _plot.PLAIN), ("additive", _plot.RESIDUAL)):
-            ax.plot([long], [np.mean(acc[f"copy|{long}|{attention}"])], "^", color=color, mfc="none",
+            ax.plot([long], [np.mean(r.acc("copy", long, attention))], "^", color=color, mfc="none",
                     ms=9, label=f"copy, {LABELS[attention]}")  # fmt: skip
         ax.axhline(1 / VOCAB, color=_plot.REFERENCE, ls="--", label="chance")
-        ax.set(
-            title="greedy token accuracy vs length",
-            xlabel="sequence length",
-            ylabel="token accuracy",
-            ylim=(0, 1.02),
-        )
+        ax.set(title="greedy token accuracy vs length", xlabel="sequence length",
+               ylabel="token accuracy", ylim=(0, 1.02))  # fmt: skip
         ax.legend(fontsize=7)
         ax = axes[0][1]
-        for attention, color in (
-            ("none", _plot.PLAIN),
-            ("additive", _plot.RESIDUAL),
-            ("dot", _plot.PALETTE[2]),
-        ):
-            g = evidence.series["grads"].get(attention)
+        for attention, color in (("none", _plot.PLAIN), ("additive", _plot.RESIDUAL),
+                                 ("dot", _plot.PALETTE[2])):  # fmt: skip
+            g = r.grads[attention]
             if g:
-                ax.semilogy(
-                    np.arange(len(g)),
-                    np.maximum(g, 1e-30),
-                    "o-",
-                    color=color,
-                    label=LABELS[attention],
-                )
+                ax.semilogy(np.arange(len(g)), np.maximum(g, 1e-30), "o-", color=color,
+                            label=LABELS[attention])  # fmt: skip
         ax.set(title=f"gradient reaching each input (reverse, T={long})", xlabel="source position s",
                ylabel="||dL / d emb(x_s)||")  # fmt: skip
         ax.legend(fontsize=8)
         ax = axes[0][2]
-        w = np.asarray(evidence.series["weights"])
+        w = np.asarray(r.weights)
         if w.size:
             im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0, vmax=1)
             fig.colorbar(im, ax=ax, label="attention weight")
-        ax.set(
-            title="additive attention weights (reverse)",
-            xlabel="source position s",
-            ylabel="output step t",
-        )
+        ax.set(title="additive attention weights (reverse)", xlabel="source position s",
+               ylabel="output step t")  # fmt: skip
         ax.grid(False)
         _plot.save(fig, outdir / "attention_bottleneck.png")
         return [
