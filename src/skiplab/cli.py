@@ -73,6 +73,12 @@ def cli(debug: bool) -> None:
     help="Report directory.",
 )
 @click.option("--force", is_flag=True, help="Rerun every run, even those already stored.")
+@click.option(
+    "--replicate",
+    is_flag=True,
+    help="Also run every claim on a disjoint seed set (1000, 1001, ...) and report whether "
+    "the two verdicts agree.",
+)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @click.option(
     "--executor",
@@ -95,8 +101,9 @@ def cli(debug: bool) -> None:
 )
 @STORE_OPTION
 def reproduce(
-    claim_spec: str, scale: str, seeds: int | None, out: Path, force: bool, device: str,
-    executor: str | None, workers: int | None, address: str | None, store_path: Path,
+    claim_spec: str, scale: str, seeds: int | None, out: Path, force: bool, replicate: bool,
+    device: str, executor: str | None, workers: int | None, address: str | None,
+    store_path: Path,
 ) -> None:  # fmt: skip
     """Run the claims, store verdicts, and write the HTML report.
 
@@ -131,7 +138,8 @@ def reproduce(
         with Store(scratch or store_path) as store:
             outcomes = run_claims(
                 claims, scale=scale, store=store, workdir=(scratch or store_path).parent / "work",
-                seeds=seeds, force=force, device=str(dist_info.device) if dist_info else device,
+                seeds=seeds, replicate=replicate, force=force,
+                device=str(dist_info.device) if dist_info else device,
                 executor=pool, progress=sys.stderr.isatty() and main_rank,
                 log=_echo if main_rank else None,
             )  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 DEFAULT_PATH = Path("skiplab-runs") / "skiplab.sqlite"
 RUN_STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 VERDICTS = ("holds", "fails", "inconclusive")
+SEEDSETS = ("primary", "replicate")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     seeds TEXT NOT NULL,             -- JSON list
     run_ids TEXT NOT NULL,           -- JSON list
     wall_s REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    seedset TEXT NOT NULL DEFAULT 'primary'  -- primary, or replicate (a disjoint seed set)
 );
 CREATE INDEX IF NOT EXISTS verdicts_claim ON verdicts(claim, scale, created);
 CREATE INDEX IF NOT EXISTS runs_claim ON runs(claim, scale);
@@ -118,6 +120,7 @@ class VerdictRow:
     run_ids: list[int]
     wall_s: float | None
     created: float
+    seedset: str = "primary"
 
 
 def _json(value: Any) -> str:
@@ -155,6 +158,11 @@ class Store:
                 self._conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
             if "key" not in columns:  # a store written before runs had identities
                 self._conn.execute("ALTER TABLE runs ADD COLUMN key TEXT")
+            verdict_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(verdicts)")}
+            if "seedset" not in verdict_columns:  # a store written before replication
+                self._conn.execute(
+                    "ALTER TABLE verdicts ADD COLUMN seedset TEXT NOT NULL DEFAULT 'primary'"
+                )
             self._conn.executescript(_INDEXES)
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot open results store {self.path}: {err}") from err
@@ -414,35 +422,45 @@ class Store:
         seeds: list[int],
         run_ids: list[int],
         wall_s: float | None = None,
+        seedset: str = "primary",
     ) -> int:
+        """Store a claim's verdict; ``seedset`` is ``primary`` or ``replicate`` (the verdict
+        of the same experiment on a disjoint seed set)."""
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        if seedset not in SEEDSETS:
+            raise ValueError(f"seedset must be one of {SEEDSETS}, got {seedset!r}")
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO verdicts (claim, slug, scale, verdict, reason, evidence, seeds, "
-                "run_ids, wall_s, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "run_ids, wall_s, created, seedset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     claim, slug, scale, verdict, reason, _json(dict(evidence)),
-                    _json(list(seeds)), _json(list(run_ids)), wall_s, time.time(),
+                    _json(list(seeds)), _json(list(run_ids)), wall_s, time.time(), seedset,
                 ),
             )  # fmt: skip
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def latest_verdict(self, claim: str, scale: str | None = None) -> VerdictRow | None:
-        sql = "SELECT * FROM verdicts WHERE claim = ?"
-        args: tuple[Any, ...] = (claim,)
+    def latest_verdict(
+        self, claim: str, scale: str | None = None, seedset: str = "primary"
+    ) -> VerdictRow | None:
+        sql = "SELECT * FROM verdicts WHERE claim = ? AND seedset = ?"
+        args: tuple[Any, ...] = (claim, seedset)
         if scale is not None:
             sql += " AND scale = ?"
             args += (scale,)
         row = self._conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
         return _verdict(row) if row else None
 
-    def latest_verdicts(self, scale: str | None = None) -> dict[str, VerdictRow]:
+    def latest_verdicts(
+        self, scale: str | None = None, seedset: str = "primary"
+    ) -> dict[str, VerdictRow]:
         """The newest verdict of every claim (at ``scale`` if given), keyed by claim id."""
         out: dict[str, VerdictRow] = {}
-        sql = "SELECT * FROM verdicts" + (" WHERE scale = ?" if scale else "") + " ORDER BY id"
-        for row in self._conn.execute(sql, (scale,) if scale else ()):
+        sql = "SELECT * FROM verdicts WHERE seedset = ?" + (" AND scale = ?" if scale else "")
+        args = (seedset, scale) if scale else (seedset,)
+        for row in self._conn.execute(sql + " ORDER BY id", args):
             v = _verdict(row)
             out[v.claim] = v
         return out
@@ -478,5 +496,5 @@ def _verdict(row: tuple[Any, ...]) -> VerdictRow:
     return VerdictRow(
         id=row[0], claim=row[1], slug=row[2], scale=row[3], verdict=row[4], reason=row[5],
         evidence=json.loads(row[6]), seeds=json.loads(row[7]), run_ids=json.loads(row[8]),
-        wall_s=row[9], created=row[10],
+        wall_s=row[9], created=row[10], seedset=row[11] if len(row) > 11 else "primary",
     )  # fmt: skip

@@ -242,3 +242,28 @@ def test_a_sigkilled_reproduction_resumes_at_the_run_level(tmp_path):
         keys = [r.key for r in store.runs(claim="C09") if r.status == "completed"]
         assert len(keys) == len(set(keys)) == 8  # every run once, nothing redone
         assert store.latest_verdict("C09", "tiny") is not None
+
+
+def test_replicate_runs_a_disjoint_seed_set_and_the_report_says_whether_it_agrees(toy, tmp_path):
+    from skiplab.report import build_report
+
+    lines = []
+    with Store(tmp_path / "s.sqlite") as store:
+        primary, replica = reproduce([toy()], scale="tiny", store=store, replicate=True,
+                                     workdir=tmp_path / "w", log=lines.append)  # fmt: skip
+        assert (primary.seedset, replica.seedset) == ("primary", "replicate")
+        assert primary.seeds == [0, 1] and replica.seeds == [1000, 1001]
+        assert replica.executed == 2 * 2 and not set(primary.seeds) & set(replica.seeds)
+        row = store.latest_verdict("X01", "tiny")
+        rep = store.latest_verdict("X01", "tiny", seedset="replicate")
+        assert row is not None and rep is not None and rep.seeds == [1000, 1001]
+        agree = primary.status == replica.status
+        assert any(("replicated:" if agree else "NOT replicated") in line for line in lines)
+        index = build_report(store, tmp_path / "report", scale="tiny")
+    html = index.read_text()
+    assert "replicated on disjoint seeds" in html and "Replication on seeds 1000, 1001" in html
+    records = json.loads((tmp_path / "report" / "claims.json").read_text())
+    (toy_record,) = [r for r in records if r["id"] == "X01"]
+    assert toy_record["replicate"]["agrees"] is agree
+    assert toy_record["replicate"]["seeds"] == [1000, 1001]
+    assert toy_record["checks"][0]["name"] == "wide trains at least as well"

@@ -390,6 +390,8 @@ class Outcome:
         status: ``holds``, ``fails``, ``inconclusive`` or ``error``.
         wall_s: seconds of compute behind the verdict (the sum over its runs).
         executed, reused: how many of its runs ran now and how many came from the store.
+        seedset: ``primary`` or ``replicate`` (the disjoint seed set of ``--replicate``).
+        seeds: the seeds behind the verdict.
     """
 
     claim: Any
@@ -398,6 +400,8 @@ class Outcome:
     wall_s: float = 0.0
     executed: int = 0
     reused: int = 0
+    seedset: str = "primary"
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -411,8 +415,8 @@ class _Job:
     ids: dict[str, int]
     missing: set[str]
     reused: int
+    seedset: str = "primary"
     failed: list[str] = field(default_factory=list)
-    t0: float = field(default_factory=time.perf_counter)
 
 
 def seed_list(n: int, replicate: bool = False) -> list[int]:
@@ -444,12 +448,16 @@ def reproduce(
 
     Args:
         seeds: number of seeds (default: each claim's own default for the scale).
-        replicate: use the disjoint seed set (see :func:`seed_list`).
+        replicate: also run every claim on the disjoint replicate seed set
+            (:func:`seed_list`) and store that verdict beside the primary one.
         force: rerun every run, even those already stored.
         device: torch device of every run.
         threads: torch intra-op threads per run.
         executor: where runs execute (default: in this process, one after another).
         log: called with one line of text per event (default: silent).
+
+    Returns:
+        one :class:`Outcome` per claim and seed set (primary first).
     """
     from skiplab.claims._executors import Progress, SerialExecutor
 
@@ -457,34 +465,40 @@ def reproduce(
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     say = log or (lambda _msg: None)
     executor = executor or SerialExecutor()
-    outcomes: dict[str, Outcome] = {}
-    jobs: dict[str, _Job] = {}
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    jobs: dict[tuple[str, str], _Job] = {}
     specs: list[RunSpec] = []
+    seedsets = ("primary", "replicate") if replicate else ("primary",)
     for claim in claims:
         n = seeds if seeds is not None else claim.default_seeds[scale]
-        chosen = seed_list(n, replicate)
-        if not isinstance(claim, Claim):
-            outcomes[claim.id] = _reproduce_script(
-                claim, scale, chosen, store, workdir, device, progress, say
+        for seedset in seedsets:
+            chosen = seed_list(n, seedset == "replicate")
+            if not isinstance(claim, Claim):
+                outcomes[claim.id, seedset] = _reproduce_script(
+                    claim, scale, chosen, seedset, store, workdir, device, progress, say
+                )
+                continue
+            job, todo = _plan(claim, scale, chosen, store, workdir, device, threads, force)
+            job.seedset = seedset
+            jobs[claim.id, seedset] = job
+            specs.extend(todo)
+            say(
+                f"{claim.id} {claim.slug}: {len(job.plan)} runs at {scale} scale, {seedset} "
+                f"seeds {chosen[0]}..{chosen[-1]}: {job.reused} stored, {len(todo)} to run"
             )
-            continue
-        job, todo = _plan(claim, scale, chosen, store, workdir, device, threads, force)
-        jobs[claim.id] = job
-        specs.extend(todo)
-        say(
-            f"{claim.id} {claim.slug}: {len(job.plan)} runs at {scale} scale, seeds "
-            f"{chosen[0]}..{chosen[-1]}: {job.reused} stored, {len(todo)} to run"
-        )
-        if not todo:
-            outcomes[claim.id] = _decide(job, store, scale, say)
+            if not todo:
+                outcomes[claim.id, seedset] = _decide(job, store, scale, say)
     specs.sort(key=lambda s: -s.cost)
-    meter = Progress({cid: len(j.missing) for cid, j in jobs.items()}, say, interactive=progress)
+    totals: dict[str, int] = {}
+    for (cid, _), job in jobs.items():
+        totals[cid] = totals.get(cid, 0) + len(job.missing)
+    meter = Progress(totals, say, interactive=progress)
     meter.start(specs)
     by_key = {s.key: s for s in specs}
+    job_of = {key: job for job in jobs.values() for key in job.missing}
     try:
         for result in executor.run(specs):
-            spec = by_key[result.key]
-            job = jobs[spec.claim]
+            spec, job = by_key[result.key], job_of[result.key]
             run_id = _record(store, spec, result)
             job.missing.discard(spec.key)
             if result.status == "failed":
@@ -493,10 +507,28 @@ def reproduce(
                 job.ids[spec.key] = run_id
             meter.done(spec, result)
             if not job.missing:
-                outcomes[spec.claim] = _decide(job, store, scale, say)
+                outcomes[spec.claim, job.seedset] = _decide(job, store, scale, say)
     finally:
         meter.close()
-    return [outcomes[c.id] for c in claims if c.id in outcomes]
+    for claim in claims:
+        if (claim.id, "replicate") in outcomes:
+            say(agreement(outcomes[claim.id, "primary"], outcomes[claim.id, "replicate"]))
+    return [outcomes[c.id, s] for c in claims for s in seedsets if (c.id, s) in outcomes]
+
+
+def agreement(primary: Outcome, replicate: Outcome) -> str:
+    """One line saying whether a claim's verdict replicated on the disjoint seed set."""
+    claim = primary.claim
+    same = primary.status == replicate.status
+    return (
+        f"{claim.id} {claim.slug}: {'replicated' if same else 'NOT replicated'}: "
+        f"{primary.status} on seeds {_span(primary.seeds)}, {replicate.status} on seeds "
+        f"{_span(replicate.seeds)}"
+    )
+
+
+def _span(seeds: Sequence[int]) -> str:
+    return f"{seeds[0]}..{seeds[-1]}" if seeds else "-"
 
 
 def _plan(
@@ -567,7 +599,7 @@ def _decide(job: _Job, store: Store, scale: str, say: Callable[[str], None]) -> 
     if job.failed:
         msg = f"{len(job.failed)} run(s) failed; first: {job.failed[0]}"
         say(f"{claim.id} {claim.slug}: ERROR {msg}")
-        return Outcome(claim, "error", msg, 0.0, executed, job.reused)
+        return Outcome(claim, "error", msg, 0.0, executed, job.reused, job.seedset, job.seeds)
     try:
         runs = load_runs(store, job.plan, job.ids)
         summary = claim.summarize(job.settings, runs)
@@ -587,14 +619,19 @@ def _decide(job: _Job, store: Store, scale: str, say: Callable[[str], None]) -> 
         msg = f"{type(err).__name__}: {err}"
         say(f"{claim.id} {claim.slug}: ERROR {msg}")
         _record_error(store, claim.id, scale, traceback.format_exc(limit=12))
-        return Outcome(claim, "error", msg, 0.0, executed, job.reused)
+        return Outcome(claim, "error", msg, 0.0, executed, job.reused, job.seedset, job.seeds)
     wall = float(sum(r.wall_s for r in runs))
     store.save_verdict(
         claim.id, claim.slug, scale, verdict.status, verdict.reason, evidence.as_dict(),
-        job.seeds, evidence.run_ids, wall,
+        job.seeds, evidence.run_ids, wall, job.seedset,
     )  # fmt: skip
-    say(f"{claim.id} {claim.slug}: {verdict.status} ({wall:.1f} s of runs): {verdict.reason}")
-    return Outcome(claim, verdict.status, verdict.reason, wall, executed, job.reused)
+    which = "" if job.seedset == "primary" else " (replicate seeds)"
+    say(
+        f"{claim.id} {claim.slug}{which}: {verdict.status} ({wall:.1f} s of runs): {verdict.reason}"
+    )
+    return Outcome(
+        claim, verdict.status, verdict.reason, wall, executed, job.reused, job.seedset, job.seeds
+    )
 
 
 def _record_error(store: Store, claim_id: str, scale: str, error: str) -> None:
@@ -614,6 +651,7 @@ def _reproduce_script(
     claim: Any,
     scale: str,
     seeds: list[int],
+    seedset: str,
     store: Store,
     workdir: str | os.PathLike[str],
     device: str,
@@ -633,11 +671,11 @@ def _reproduce_script(
         msg = f"{type(err).__name__}: {err}"
         say(f"{claim.id} {claim.slug}: ERROR {msg}")
         _record_error(store, claim.id, scale, traceback.format_exc(limit=12))
-        return Outcome(claim, "error", msg, time.perf_counter() - t0)
+        return Outcome(claim, "error", msg, time.perf_counter() - t0, 0, 0, seedset, seeds)
     wall = time.perf_counter() - t0
     store.save_verdict(
         claim.id, claim.slug, scale, verdict.status, verdict.reason, evidence.as_dict(),
-        seeds, evidence.run_ids, wall,
+        seeds, evidence.run_ids, wall, seedset,
     )  # fmt: skip
     say(f"{claim.id} {claim.slug}: {verdict.status} ({wall:.1f} s): {verdict.reason}")
-    return Outcome(claim, verdict.status, verdict.reason, wall)
+    return Outcome(claim, verdict.status, verdict.reason, wall, 0, 0, seedset, seeds)

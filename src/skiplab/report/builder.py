@@ -51,7 +51,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def claim_record(claim: Any, row: VerdictRow) -> dict[str, Any]:
+def replication(row: VerdictRow, replica: VerdictRow | None) -> dict[str, Any] | None:
+    """How the verdict on the disjoint replicate seeds compares with the primary one."""
+    if replica is None:
+        return None
+    return {
+        "verdict": replica.verdict,
+        "seeds": replica.seeds,
+        "agrees": replica.verdict == row.verdict,
+        "reason": replica.reason,
+    }
+
+
+def claim_record(claim: Any, row: VerdictRow, replica: VerdictRow | None = None) -> dict[str, Any]:
     """The ``claims.json`` object of one claim."""
     return {
         "id": claim.id,
@@ -65,6 +77,8 @@ def claim_record(claim: Any, row: VerdictRow) -> dict[str, Any]:
         "run_ids": row.run_ids,
         "wall_s": row.wall_s,
         "command": claim.command(row.scale),
+        "checks": row.evidence.get("checks", []),
+        "replicate": replication(row, replica),
     }
 
 
@@ -89,13 +103,20 @@ def build_report(
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     verdicts = store.latest_verdicts(scale)
+    replicas = store.latest_verdicts(scale, seedset="replicate")
     sections, records = [], []
     for cid, cls in catalogue().items():
         if claim_ids is not None and cid not in claim_ids:
             continue
         claim = cls()
         row = verdicts.get(cid)
-        section: dict[str, Any] = {"claim": claim, "row": row, "figures": [], "error": None}
+        replica = replicas.get(cid)
+        if row is not None and replica is not None and replica.scale != row.scale:
+            replica = None  # a replicate of another scale says nothing about this verdict
+        section: dict[str, Any] = {
+            "claim": claim, "row": row, "figures": [], "error": None,
+            "replicate": replication(row, replica) if row is not None else None,
+        }  # fmt: skip
         if errors and cid in errors:
             section["error"] = errors[cid]
         if row is not None:
@@ -107,12 +128,14 @@ def build_report(
                 section["error"] = f"figures failed: {type(err).__name__}: {err}"
             section["figures"] = [Figure(f"figures/{claim.slug}/{f.path}", f.caption) for f in figs]
             section["evidence"] = evidence
-            records.append(claim_record(claim, row))
+            records.append(claim_record(claim, row, replica))
         sections.append(section)
     counts = {
         v: sum(1 for s in sections if s["row"] and s["row"].verdict == v)
         for v in ("holds", "fails", "inconclusive")
     }
+    counts["replicated"] = sum(1 for s in sections if s["replicate"] and s["replicate"]["agrees"])
+    counts["replicate_runs"] = sum(1 for s in sections if s["replicate"])
     html = _ENV.get_template("index.html").render(
         sections=sections,
         counts=counts,
