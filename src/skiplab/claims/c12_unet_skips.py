@@ -8,23 +8,28 @@ margin (crop-and-concat), which only some input sizes allow.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
-from skiplab.claims._stats import summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import describe
 from skiplab.data.segmentation import load_cells
-from skiplab.diagnostics.segmentation import segmentation_scores
+from skiplab.diagnostics import eval_mode
 from skiplab.models.unet import UNet, UNetConfig, nearest_valid_size, output_size
 from skiplab.nn import SkipShapeError
 from skiplab.nn.concat import CropConcat
+from skiplab.train import Segmentation, TrainConfig
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "concat": {"merge": "concat", "skip": True},
     "add": {"merge": "add", "skip": True},
     "plain": {"merge": "concat", "skip": False},
@@ -36,11 +41,38 @@ LABELS = {
 }
 COLORS = {"concat": _plot.RESIDUAL, "add": "#2ca02c", "plain": _plot.PLAIN}
 METRICS = ("dice", "iou", "boundary_f1")
+ALIGNMENT = "alignment"  # the condition that checks crop-and-concat sizes; nothing is trained
+EXAMPLES = 3  # held-out images shown per model
 
 
-def crop_checks() -> dict[str, Any]:
+@dataclass(frozen=True)
+class Settings:
+    levels: int = 3  # a bottleneck 2^3 = 8x coarser than the 1-pixel membranes (paper: 4)
+    width: int = 16  # channels of the first level (the paper's 64 is GPU-sized)
+    size: int = 132  # an input side that aligns with 3 valid levels: output 44
+    steps: int = 150  # Adam steps per model, the same for all three variants
+    batch_size: int = 4  # the paper used batch 1 on large tiles; these tiles are small
+    n_train: int = 64  # seeded synthetic training images (new ones for every seed)
+    n_test: int = 24  # held-out images for Dice / IoU / boundary F1
+    lr: float = 1e-3  # Adam's default, for all three variants
+
+
+SCALES = {
+    "tiny": Settings(levels=2, width=8, size=60, steps=30, n_train=16, n_test=8),
+    "quick": Settings(),
+    "full": Settings(levels=4, width=32, size=284, steps=3000, batch_size=8, n_train=512,
+                     n_test=128),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Condition:
+    variant: str  # concat, add or plain (trained); "alignment": the crop-and-concat checks
+
+
+def crop_checks() -> dict[str, bool]:
     """Crop-and-concat correctness: sizes, alignment and the error for sizes that do not align."""
-    checks: dict[str, Any] = {}
+    checks: dict[str, bool] = {}
     checks["paper_572_to_388"] = output_size(572, 4, "valid") == 388
     # A coordinate map cropped from 16 to 8 must start at coordinate 4 on both axes.
     coords = torch.arange(16.0).view(1, 1, 1, 16).expand(1, 1, 16, 16)
@@ -56,7 +88,6 @@ def crop_checks() -> dict[str, Any]:
         checks["bad_size_raises"] = False
     except ValueError as err:
         checks["bad_size_raises"] = "188" in str(err)
-    checks["nearest_valid_100"] = nearest_valid_size(100, 4, "valid")
     net = UNet(UNetConfig(levels=4, width=2))
     with torch.no_grad():
         out = net(torch.randn(1, 1, 188, 188))
@@ -64,8 +95,60 @@ def crop_checks() -> dict[str, Any]:
     return checks
 
 
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Train one variant on the seed's images and score it, or run the crop-and-concat checks."""
+    if c.variant == ALIGNMENT:
+        checks = crop_checks()
+        for i, ok in enumerate(checks.values()):
+            run.log(i, passed=float(ok))
+        return {"checks": checks, "nearest_valid_100": nearest_valid_size(100, 4, "valid")}
+    out_side = output_size(s.size, s.levels, "valid")
+    margin = (s.size - out_side) // 2
+    win = slice(margin, margin + out_side)  # the valid U-Net's output window
+    data = load_cells(s.n_train, s.n_test, s.size, seed=seed, boundary_width=1.0, noise=0.15)
+    (xtr, ytr), (xte, yte) = data.train.tensors, data.test.tensors
+    task = Segmentation(
+        TensorDataset(xtr, ytr[:, win, win]), TensorDataset(xte, yte[:, win, win]), tolerance=1.0
+    )
+    model = run.build(
+        lambda: UNet(UNetConfig(levels=s.levels, width=s.width, **VARIANTS[c.variant]))
+    )
+    cfg = TrainConfig(
+        epochs=1, max_steps=s.steps, batch_size=s.batch_size, lr=s.lr, optimizer="adam",
+        weight_decay=0.0, schedule="constant", log_every=max(1, s.steps // 100),
+        eval_every=s.steps,  # score once, after the last step
+    )  # fmt: skip
+    fit = run.fit(model, task, cfg)
+    with torch.no_grad(), eval_mode(model):
+        pred = task.predict(model, xte[:EXAMPLES], run.device)  # (3, out, out)
+    last = fit.last if fit.diverged is None else {}
+    return {
+        **{m: last.get(f"test_{m}", math.nan) for m in METRICS},
+        "prediction": pred.tolist(),
+        "image": xte[:EXAMPLES, 0, win, win].numpy().round(3).tolist(),
+        "mask": yte[:EXAMPLES, win, win].tolist(),
+        "out_side": out_side,
+    }
+
+
+@dataclass
+class Result(Summary):
+    scores: dict[str, dict[str, list[float]]]  # variant -> metric -> per seed
+    curves: dict[str, list[list[float]]]  # variant -> per seed -> step_loss
+    curve_steps: list[int]  # the steps at which step_loss was logged
+    crop_checks: dict[str, bool]
+    nearest_valid_100: int
+    example_images: list[list[list[float]]]  # first seed: (3, out, out) inputs in the window
+    example_masks: list[list[list[int]]]
+    examples: dict[str, list[list[list[int]]]]  # variant -> first seed's predictions
+    setup: str
+    levels: int
+    seeds: list[int]
+    diverged: list[str] = field(default_factory=list)
+
+
 @register_claim
-class UNetSkips(Claim):
+class UNetSkips(Claim[Settings, Condition, Result]):
     id = "C12"
     slug = "unet-skips"
     title = "U-Net long skips give the decoder the 'where'"
@@ -105,147 +188,111 @@ class UNetSkips(Claim):
         "segmentation? (boundary F1)",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        levels = ctx.pick(tiny=2, quick=3, full=4)
-        width = ctx.pick(tiny=8, quick=16, full=32)
-        size = ctx.pick(tiny=60, quick=132, full=284)
-        steps = ctx.pick(tiny=30, quick=150, full=3000)
-        batch = ctx.pick(tiny=4, quick=4, full=8)
-        n_train, n_test = ctx.pick(tiny=(16, 8), quick=(64, 24), full=(512, 128))
-        out_side = output_size(size, levels, "valid")
-        margin = (size - out_side) // 2
-        ev = Evidence(seeds=ctx.seeds)
-        ev.series["checks"] = crop_checks()
-        scores: dict[str, dict[str, list[float]]] = {v: {m: [] for m in METRICS} for v in VARIANTS}
-        curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
-        for seed in ctx.seeds:
-            data = load_cells(n_train, n_test, size, seed=seed, boundary_width=1.0, noise=0.15)
-            xtr, ytr = data.train.tensors
-            xte, yte = data.test.tensors
-            crop = (slice(None), slice(margin, margin + out_side), slice(margin, margin + out_side))
-            ytr, yte = ytr[crop], yte[crop]  # (N, out, out): the valid U-Net's output window
-            for name, kw in VARIANTS.items():
-                cfg = {"variant": name, "levels": levels, "width": width, "size": size,
-                       "steps": steps, "batch": batch}  # fmt: skip
-                with ctx.run(f"C12 {name} seed {seed}", cfg, seed=seed) as run_id:
-                    ctx.seed_everything(seed)
-                    model = UNet(UNetConfig(levels=levels, width=width, **kw))  # type: ignore[arg-type]
-                    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-                    gen = torch.Generator().manual_seed(seed)
-                    losses = []
-                    for _ in range(steps):
-                        idx = torch.randint(0, n_train, (batch,), generator=gen)
-                        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
-                        losses.append(loss.item())
-                    model.eval()
-                    with torch.no_grad():
-                        pred = torch.cat(
-                            [model(xte[i : i + 8]).argmax(1) for i in range(0, n_test, 8)]
-                        )
-                    res = segmentation_scores(pred, yte, tolerance=1.0)
-                    ctx.store.finish_run(run_id, "completed", results=res)
-                for m in METRICS:
-                    scores[name][m].append(res[m])
-                curves[name].append(losses[:: max(1, steps // 100)])
-                if seed == ctx.seeds[0]:
-                    ev.series.setdefault("examples", {})[name] = pred[:3].tolist()
-            if seed == ctx.seeds[0]:
-                ev.series["example_images"] = xte[:3, 0, crop[1], crop[2]].tolist()
-                ev.series["example_masks"] = yte[:3].tolist()
-        ev.series.update(scores=scores, curves=curves)
-        rows = []
-        for name in VARIANTS:
-            row: list[Any] = [LABELS[name]]
-            for m in METRICS:
-                s = summarize(scores[name][m])
-                ev.numbers[f"{name}_{m}"] = s.mean
-                row.append(f"{s.mean:.3f} ± {s.std:.3f}")
-            rows.append(row)
-        ev.tables.append(
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition(v) for v in (*VARIANTS, ALIGNMENT)]
+
+    def plan(self, s: Settings, seeds: Sequence[int]) -> list[tuple[Condition, int]]:
+        # the crop-and-concat checks are deterministic: one run, not one per seed
+        return [(Condition(v), seed) for v in VARIANTS for seed in seeds] + [
+            (Condition(ALIGNMENT), seeds[0])
+        ]
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.variant == ALIGNMENT:
+            return 0.01
+        return s.steps * s.batch_size * (s.size / 100) ** 2 * (s.width / 8) ** 2
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        trained = [r for r in runs if r.condition.variant != ALIGNMENT]
+        first = {v: runs.where(variant=v).records[0] for v in VARIANTS}
+        align = runs.one(variant=ALIGNMENT)
+        return Result(
+            scores={v: {m: runs.values(m, variant=v) for m in METRICS} for v in VARIANTS},
+            curves={v: [r.curve("step_loss") for r in runs.where(variant=v)] for v in VARIANTS},
+            curve_steps=trained[0].steps("step_loss"),
+            crop_checks={k: bool(ok) for k, ok in align.get("checks").items()},
+            nearest_valid_100=int(align.get("nearest_valid_100")),
+            example_images=first["concat"].get("image"),
+            example_masks=first["concat"].get("mask"),
+            examples={v: first[v].get("prediction") for v in VARIANTS},
+            setup=(
+                f"valid U-Net, {s.levels} levels, width {s.width}, input {s.size} -> output "
+                f"{first['concat'].get('out_side')}, {s.steps} Adam steps of batch "
+                f"{s.batch_size}, {s.n_train} training images."
+            ),
+            levels=s.levels,
+            seeds=runs.where(variant="concat").seeds,
+            diverged=[
+                f"{r.condition.variant} seed {r.seed}: {r.error}" for r in trained if r.diverged
+            ],
+        )
+
+    def checks(self, r: Result) -> list[Check]:
+        failed = [k for k, ok in r.crop_checks.items() if not ok]
+        passed = "all pass" if not failed else "failed: " + ", ".join(failed)
+        checks = [Check("every crop-and-concat check passes", not failed, passed)]
+        u, p = r.scores["concat"]["boundary_f1"], r.scores["plain"]["boundary_f1"]
+        if not all(math.isfinite(v) for v in u + p):
+            return [*checks, Check("every run trained without diverging", False, kind="evidence")]
+        gap = float(np.mean(u) - np.mean(p))
+        text = f"U-Net {np.mean(u):.3f} vs plain twin {np.mean(p):.3f}, gap {gap:+.3f}"
+        checks.append(Check("U-Net boundary F1 above the plain twin's on average", gap > 0, text))
+        if gap > 0:
+            spread = "U-Net boundary F1 above the plain twin's on every seed (no overlap)"
+            size = "U-Net boundary F1 at least 0.05 above the plain twin's on average"
+            checks.append(Check(spread, min(u) > max(p), text, kind="evidence"))
+            checks.append(Check(size, gap >= 0.05, text, kind="evidence"))
+        return checks
+
+    def detail(self, r: Result) -> str:
+        sc = r.scores
+        u, p = sc["concat"]["boundary_f1"], sc["plain"]["boundary_f1"]
+        failed = [k for k, ok in r.crop_checks.items() if not ok]
+        return (
+            f"boundary F1 U-Net {np.mean(u):.3f} vs plain twin {np.mean(p):.3f} (gap "
+            f"{np.mean(u) - np.mean(p):+.3f}, additive {np.mean(sc['add']['boundary_f1']):.3f}); "
+            f"Dice {np.mean(sc['concat']['dice']):.3f} vs {np.mean(sc['plain']['dice']):.3f}; "
+            f"over {len(u)} seed(s); crop checks "
+            f"{'all pass' if not failed else 'failed: ' + ', '.join(failed)}."
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        return {f"{v}_{m}": describe(r.scores[v][m]).mean for v in VARIANTS for m in METRICS}
+
+    def tables(self, r: Result) -> list[Table]:
+        rows = [
+            [LABELS[v]] + [f"{describe(r.scores[v][m]).mean:.3f} ± {describe(r.scores[v][m]).std:.3f}" for m in METRICS]
+            for v in VARIANTS
+        ]  # fmt: skip
+        checks: list[list[Any]] = [[k, ok] for k, ok in r.crop_checks.items()]
+        return [
             Table(
                 "Held-out segmentation scores (mean ± std over seeds)",
                 ["model", "Dice", "IoU", "boundary F1 (1 px)"],
                 rows,
-                f"valid U-Net, {levels} levels, width {width}, input {size} -> output "
-                f"{out_side}, {steps} Adam steps of batch {batch}, {n_train} training images.",
-            )
-        )
-        ev.tables.append(
+                r.setup,
+            ),
             Table(
                 "Crop-and-concat checks",
                 ["check", "result"],
-                [[k, v] for k, v in ev.series["checks"].items()],
+                [*checks, ["nearest_valid_100", r.nearest_valid_100]],
+            ),
+        ]
+
+    def notes(self, r: Result) -> list[str]:
+        notes = [f"diverged: {msg}" for msg in r.diverged]
+        if r.levels < 4:
+            notes.append(
+                f"The paper's 4-level network is only checked for its sizes; trained: {r.setup}"
             )
-        )
-        if ctx.scale != "full":
-            ev.notes.append(
-                f"{ctx.scale} scale: a {levels}-level U-Net of width {width} trained "
-                f"{steps} steps on {n_train} synthetic images; the paper's 4-level network is "
-                "only checked for its sizes."
-            )
-        return ev
+        return notes
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        checks = evidence.series["checks"]
-        failed = [k for k, v in checks.items() if v is False]
-        sc = evidence.series["scores"]
-        u, p = sc["concat"]["boundary_f1"], sc["plain"]["boundary_f1"]
-        gap = float(np.mean(u) - np.mean(p))
-        detail = (
-            f"boundary F1 U-Net {np.mean(u):.3f} vs plain twin {np.mean(p):.3f} (gap {gap:+.3f}, "
-            f"additive {np.mean(sc['add']['boundary_f1']):.3f}); Dice {np.mean(sc['concat']['dice']):.3f} "
-            f"vs {np.mean(sc['plain']['dice']):.3f}; over {len(u)} seed(s); crop checks "
-            f"{'all pass' if not failed else 'failed: ' + ', '.join(failed)}."
-        )
-        if failed or gap <= 0:
-            return Verdict("fails", detail)
-        if min(u) > max(p) and gap >= 0.05:
-            return Verdict("holds", detail)
-        return Verdict("inconclusive", f"improvement not clear. {detail}")
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        sc = evidence.series["scores"]
-        fig, axes = _plot.subplots(1, 2, width=4.8, height=3.8)
-        ax = axes[0][0]
-        xs = np.arange(len(METRICS))
-        for i, name in enumerate(VARIANTS):
-            means = [np.mean(sc[name][m]) for m in METRICS]
-            sds = [np.std(sc[name][m]) for m in METRICS]
-            ax.bar(xs + (i - 1) * 0.27, means, 0.27, yerr=sds, capsize=3, color=COLORS[name],
-                   label=LABELS[name])  # fmt: skip
-        ax.set_xticks(xs, ["Dice", "IoU", "boundary F1"])
-        ax.set(title="held-out scores (mean ± std over seeds)", ylim=(0, 1.3), ylabel="score")
-        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-        ax.legend(fontsize=7, loc="upper center", ncol=2)
-        ax = axes[0][1]
-        for name in VARIANTS:
-            for j, c in enumerate(evidence.series["curves"][name]):
-                ax.semilogy(
-                    c, color=COLORS[name], alpha=0.8, label=LABELS[name] if j == 0 else None
-                )
-        ax.set(title="training loss", xlabel="step (subsampled)", ylabel="cross-entropy")
-        ax.legend(fontsize=8)
-        _plot.save(fig, outdir / "unet_scores.png")
-
-        ex = evidence.series["examples"]
-        imgs, masks = evidence.series["example_images"], evidence.series["example_masks"]
-        cols = ["image", "true mask", *VARIANTS]
-        fig, axes = _plot.subplots(len(imgs), len(cols), width=2.3, height=2.3)
-        for r in range(len(imgs)):
-            panels = [imgs[r], masks[r], *(ex[name][r] for name in VARIANTS)]
-            for c, (panel, title) in enumerate(zip(panels, cols)):
-                a = axes[r][c]
-                a.imshow(np.asarray(panel), cmap="gray")
-                a.set_xticks([])
-                a.set_yticks([])
-                a.grid(False)
-                if r == 0:
-                    a.set_title(LABELS.get(title, title), fontsize=8)
-        _plot.save(fig, outdir / "unet_examples.png")
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
+        _scores_figure(r, outdir / "unet_scores.png")
+        _examples_figure(r, outdir / "unet_examples.png")
         return [
             Figure(
                 "unet_scores.png",
@@ -260,3 +307,44 @@ class UNetSkips(Claim):
                 "cells blur away.",
             ),
         ]
+
+
+def _scores_figure(r: Result, path: Path) -> None:
+    fig, axes = _plot.subplots(1, 2, width=4.8, height=3.8)
+    ax = axes[0][0]
+    xs = np.arange(len(METRICS))
+    for i, name in enumerate(VARIANTS):
+        means = [np.mean(r.scores[name][m]) for m in METRICS]
+        sds = [np.std(r.scores[name][m]) for m in METRICS]
+        ax.bar(xs + (i - 1) * 0.27, means, 0.27, yerr=sds, capsize=3, color=COLORS[name],
+               label=LABELS[name])  # fmt: skip
+    ax.set_xticks(xs, ["Dice", "IoU", "boundary F1"])
+    ax.set(title="held-out scores (mean ± std over seeds)", ylim=(0, 1.3), ylabel="score")
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
+    ax = axes[0][1]
+    for name in VARIANTS:
+        for j, curve in enumerate(r.curves[name]):
+            steps = r.curve_steps[: len(curve)]
+            label = LABELS[name] if j == 0 else None
+            ax.semilogy(steps, curve, color=COLORS[name], alpha=0.8, label=label)
+    ax.set(title="training loss", xlabel="step", ylabel="cross-entropy")
+    ax.legend(fontsize=8)
+    _plot.save(fig, path)
+
+
+def _examples_figure(r: Result, path: Path) -> None:
+    imgs, masks = r.example_images, r.example_masks
+    cols = ["image", "true mask", *VARIANTS]
+    fig, axes = _plot.subplots(len(imgs), len(cols), width=2.3, height=2.3)
+    for row in range(len(imgs)):
+        panels = [imgs[row], masks[row], *(r.examples[name][row] for name in VARIANTS)]
+        for col, (panel, title) in enumerate(zip(panels, cols)):
+            a = axes[row][col]
+            a.imshow(np.asarray(panel), cmap="gray")
+            a.set_xticks([])
+            a.set_yticks([])
+            a.grid(False)
+            if row == 0:
+                a.set_title(LABELS.get(title, title), fontsize=8)
+    _plot.save(fig, path)

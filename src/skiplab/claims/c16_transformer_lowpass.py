@@ -2,15 +2,17 @@
 
 In a pre-LN block ``x_{l+1} = x_l + Attn(LN(x_l))`` the residual stream ``x_l`` and the attention
 branch's output are both sequences over token positions. Taking the FFT along the positions
-gives each a power spectrum; the article says the residual path carries the low-frequency
-(global, slowly varying) content and attention adds the high-frequency detail. The claim
-measures both spectra in a trained Transformer, the gradient each path carries back, and --
-since the skip's placement decides how a deep Transformer trains -- post-LN against pre-LN
-under learning-rate warm-up (Xiong et al. 2020).
+gives each a power spectrum (:mod:`skiplab.diagnostics.token_spectrum`); the article says the
+residual path carries the low-frequency (global, slowly varying) content and attention adds the
+high-frequency detail. The claim measures both spectra in a trained Transformer, the gradient
+each path carries back, and -- since the skip's placement decides how a deep Transformer trains
+-- post-LN against pre-LN under learning-rate warm-up (Xiong et al. 2020).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,157 +22,115 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Claim,
-    Context,
-    Evidence,
-    Figure,
-    Table,
-    Verdict,
-    register_claim,
-)
-from skiplab.claims._stats import clearly_greater, summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import clearly_greater, describe
 from skiplab.data import load_mnist1d_sequence
-from skiplab.models.transformer import Transformer, TransformerConfig
-from skiplab.nn import Residual
+from skiplab.diagnostics.token_spectrum import (
+    CUTOFF,
+    TokenSpectra,
+    plot_token_spectra,
+    residual_spectra,
+)
+from skiplab.models import create_model
+from skiplab.models.transformer import Transformer
+from skiplab.train import Classification, TrainConfig
 
-CUTOFF = 0.125  # cycles per token: "low" = periods of 8 tokens or longer (5 of 40 positions)
-
-
-def power_spectrum(h: torch.Tensor) -> np.ndarray:
-    """One-sided power spectrum over positions, averaged over batch and channels.
-
-    Shapes:
-        ``h``: ``(B, T, C)``; returns ``(T // 2 + 1,)`` with the bins that stand for two
-        frequencies (``+f`` and ``-f``) doubled, so that it sums to the total energy.
-    """
-    power = torch.fft.rfft(h.double(), dim=1).abs().square().mean(dim=(0, 2))  # (F,)
-    weights = torch.full_like(power, 2.0)
-    weights[0] = 1.0
-    if h.shape[1] % 2 == 0:
-        weights[-1] = 1.0  # the Nyquist bin has no mirror
-    return (power * weights).numpy()
+SPECTRA, WARMUP = "spectra", "warmup"  # the two studies
+LN_VARIANTS = ("post_ln", "pre_ln")
+PROBE = 256  # held-out sequences the spectra and gradients are measured on
+LOW = ("low_stream", "low_branch", "low_stream_ac", "low_branch_ac")  # fractions per sublayer
 
 
-def low_fraction(power: np.ndarray, length: int, cutoff: float = CUTOFF, dc: bool = True) -> float:
-    """Fraction of the energy at frequencies ``<= cutoff`` (cycles per token).
-
-    Args:
-        dc: count the zero frequency (the mean over positions); False measures how the
-            *varying* part of the signal is spread.
-    """
-    freqs = np.arange(len(power)) / length
-    if not dc:
-        power, freqs = power[1:], freqs[1:]
-    return float(power[freqs <= cutoff + 1e-12].sum() / power.sum())
-
-
-def _keep(ins: list[torch.Tensor] | None, outs: list[torch.Tensor]) -> Any:
-    """A forward hook that appends the module's input (if ``ins``) and output."""
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        if ins is not None:
-            ins.append(args[0])
-        outs.append(out)
-
-    return hook
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 300  # Adam steps of the spectra model (full scale: 4000)
+    n_layer: int = 4  # blocks whose spectra are compared
+    n_embd: int = 64  # 4 heads of 16
+    lr: float = 1e-3  # Adam (betas 0.9, 0.98 as in Vaswani et al.), warm-up over 10% of steps
+    batch_size: int = 64  # of the spectra model
+    deep: int = 6  # blocks of the warm-up models: Xiong et al. 2020 use 6-12
+    warm_steps: int = 200  # Adam steps of each warm-up model (warm-up: the first 25%)
+    warm_batch: int = 32  # of the warm-up models
+    warm_lr: float = 2e-3  # high enough for Adam without warm-up to be risky for post-LN
+    n_train: int = 4000  # all of MNIST-1D's 4,000 training sequences
 
 
-def probe_blocks(model: Transformer, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Spectra and gradient norms of every attention sublayer ``x_l + F(x_l)``.
-
-    Returns per block: the spectra of the residual stream ``x_l`` and of ``F(x_l)``, and the
-    norms of the gradient the block's input receives along the skip (``dL/dy``) and through
-    the branch (``J_F^T dL/dy``), averaged over the batch.
-    """
-    inputs: list[torch.Tensor] = []
-    branches: list[torch.Tensor] = []
-    outputs: list[torch.Tensor] = []
-    handles = []
-    for block in model.blocks:
-        sub = block.attn
-        if not isinstance(sub, Residual):
-            raise TypeError(
-                "probe_blocks needs residual (pre-/post-LN, ReZero) attention sublayers"
-            )
-        handles.append(sub.register_forward_hook(_keep(inputs, outputs)))
-        handles.append(sub.branch.register_forward_hook(_keep(None, branches)))
-    try:
-        loss = F.cross_entropy(model(x), y)
-    finally:
-        for h in handles:
-            h.remove()
-    grads_y = torch.autograd.grad(loss, outputs, retain_graph=True)
-    skip_norm, branch_norm = [], []
-    for x_l, b_l, g in zip(inputs, branches, grads_y):
-        (g_branch,) = torch.autograd.grad(b_l, x_l, grad_outputs=g, retain_graph=True)
-        skip_norm.append(float(g.flatten(1).norm(dim=1).mean()))
-        branch_norm.append(float(g_branch.flatten(1).norm(dim=1).mean()))
-    length = x.shape[1]
-    return {
-        "stream": [power_spectrum(h.detach()).tolist() for h in inputs],
-        "branch": [power_spectrum(b.detach()).tolist() for b in branches],
-        "low_stream": [low_fraction(power_spectrum(h.detach()), length) for h in inputs],
-        "low_branch": [low_fraction(power_spectrum(b.detach()), length) for b in branches],
-        "low_stream_ac": [
-            low_fraction(power_spectrum(h.detach()), length, dc=False) for h in inputs
-        ],
-        "low_branch_ac": [
-            low_fraction(power_spectrum(b.detach()), length, dc=False) for b in branches
-        ],
-        "grad_skip": skip_norm,
-        "grad_branch": branch_norm,
-    }
+SCALES = {
+    "tiny": Settings(steps=30, n_layer=2, n_embd=32, deep=3, warm_steps=30, n_train=500),
+    "quick": Settings(),
+    "full": Settings(steps=4000, n_layer=6, n_embd=128, deep=18, warm_steps=4000, warm_batch=64),
+}
 
 
-def train(
-    model: nn.Module, splits: Any, steps: int, lr: float, warmup: int, seed: int, batch: int = 64
-) -> tuple[float, float]:
-    """Adam (betas 0.9, 0.98 as in Vaswani et al.) with linear warm-up over ``warmup`` steps,
-    then constant; returns test accuracy and the mean training loss of the last 10% of steps."""
-    x, y = splits.train.tensors
-    xt, yt = splits.test.tensors
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-    )
-    losses = []
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item() if torch.isfinite(loss) else float("inf"))
-    with torch.no_grad():
-        acc = (model(xt).argmax(-1) == yt).float().mean().item()
-    tail = losses[-max(1, steps // 10) :]
-    return acc, float(np.mean(tail))
+@dataclass(frozen=True)
+class Condition:
+    study: str  # "spectra" (pre-LN spectra at init and trained) or "warmup"
+    variant: str  # post_ln or pre_ln
+    warmup: bool  # linear learning-rate warm-up (spectra: over 10% of steps; warmup: 25%)
+
+
+def _encoder(variant: str, n_layer: int, n_embd: int) -> Transformer:
+    """The bidirectional encoder of MNIST-1D's 40 scalar tokens (learned positions, mean head)."""
+    model = create_model("transformer_mnist1d", variant=variant, n_layer=n_layer, n_embd=n_embd)
+    assert isinstance(model, Transformer)
+    return model
 
 
 def layer_grad_norms(model: Transformer, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """Gradient norm of each block's last MLP weight at init (Xiong et al. 2020, Fig. 3)."""
-    model.zero_grad()
+    """Gradient norm of each block's last MLP weight (Xiong et al. 2020, Fig. 3)."""
+    model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     norms = []
     for block in model.blocks:
         # the block's last linear layer is its MLP's output projection
         weight = [m for m in block.modules() if isinstance(m, nn.Linear)][-1].weight
         norms.append(float(weight.grad.norm()) if weight.grad is not None else 0.0)
+    model.zero_grad(set_to_none=True)
     return norms
 
 
-def _config(variant: str, n_layer: int, n_embd: int) -> TransformerConfig:
-    return TransformerConfig(
-        vocab_size=None, in_features=1, out_features=10, block_size=40, n_layer=n_layer,
-        n_head=4, n_embd=n_embd, variant=variant, causal=False, readout="mean",
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Spectra of a pre-LN encoder before and after training, or one warm-up model's accuracy."""
+    splits = load_mnist1d_sequence().subset(n_train=s.n_train)
+    x, y = run.put(*(t[:PROBE] for t in splits.test.tensors))
+    if c.study == SPECTRA:
+        model = run.build(lambda: _encoder(c.variant, s.n_layer, s.n_embd))
+        attn = [f"blocks.{i}.attn" for i in range(s.n_layer)]
+        init = residual_spectra(model, x, y, attn)
+        steps, lr, batch, warmup = s.steps, s.lr, s.batch_size, s.steps // 10
+    else:
+        model = run.build(lambda: _encoder(c.variant, s.deep, s.n_embd))
+        grad_init = layer_grad_norms(model, x, y)
+        steps, lr, batch = s.warm_steps, s.warm_lr, s.warm_batch
+        warmup = s.warm_steps // 4 if c.warmup else 0
+    cfg = TrainConfig(
+        epochs=1, max_steps=steps, batch_size=batch, lr=lr, optimizer="adam", betas=(0.9, 0.98),
+        weight_decay=0.0, schedule="constant", warmup_steps=warmup, log_every=max(1, steps // 100),
     )  # fmt: skip
+    fit = run.fit(model, Classification(splits.train, splits.test), cfg)
+    acc = math.nan if fit.diverged else fit.last["test_acc"]
+    if c.study == SPECTRA:
+        trained = None if fit.diverged else asdict(residual_spectra(model, x, y, attn))
+        return {"test_acc": acc, "init": asdict(init), "trained": trained}
+    return {"test_acc": acc, "grad_init": grad_init}
+
+
+@dataclass
+class Result(Summary):
+    init: list[TokenSpectra]  # per seed
+    trained: list[TokenSpectra]  # per seed whose spectra run did not diverge
+    test_acc: list[float]  # spectra model, per seed
+    no_warmup: dict[str, list[float]]  # variant -> test accuracy per seed (NaN: diverged)
+    with_warmup: dict[str, list[float]]
+    grad_init: dict[str, list[float]]  # variant -> per block, first seed
+    settings: Settings  # what the tables and figures name
+    seeds: list[int]
+    diverged: list[str] = field(default_factory=list)
 
 
 @register_claim
-class TransformerLowpass(Claim):
+class TransformerLowpass(Claim[Settings, Condition, Result]):
     id = "C16"
     slug = "transformer-lowpass"
     title = "The residual stream carries the low frequencies, attention the high ones"
@@ -213,233 +173,119 @@ class TransformerLowpass(Claim):
         "Park & Kim 2022, How Do Vision Transformers Work?",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
-    single_threaded = True
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        steps = ctx.pick(tiny=30, quick=300, full=4000)
-        n_layer = ctx.pick(tiny=2, quick=4, full=6)
-        n_embd = ctx.pick(tiny=32, quick=64, full=128)
-        deep = ctx.pick(tiny=3, quick=6, full=18)
-        warm_steps = ctx.pick(tiny=30, quick=200, full=4000)
-        warm_batch = ctx.pick(tiny=32, quick=32, full=64)
-        warm_lr = 2e-3  # high enough for Adam without warm-up to be risky for post-LN at this width
-        n_train = ctx.pick(tiny=500, quick=4000, full=4000)
-        splits = load_mnist1d_sequence().subset(n_train=n_train)
-        probe_x, probe_y = (t[:256] for t in splits.test.tensors)
-        ev = Evidence(seeds=ctx.seeds)
-        probes: dict[str, list[dict[str, Any]]] = {"init": [], "trained": []}
-        accs: list[float] = []
-        warm: dict[str, list[float]] = {}
-        grad_init: dict[str, list[float]] = {}
-        for seed in ctx.seeds:
-            cfg: dict[str, Any] = {
-                "steps": steps,
-                "n_layer": n_layer,
-                "n_embd": n_embd,
-                "lr": 1e-3,
-                "warmup": steps // 10,
-            }
-            with ctx.run(f"C16 spectra seed {seed}", cfg, seed=seed) as run_id:
-                ctx.seed_everything(seed)
-                model = Transformer(_config("pre_ln", n_layer, n_embd))
-                probes["init"].append(probe_blocks(model, probe_x, probe_y))
-                acc, loss = train(model, splits, steps, 1e-3, steps // 10, seed)
-                probes["trained"].append(probe_blocks(model, probe_x, probe_y))
-                accs.append(acc)
-                ctx.store.finish_run(
-                    run_id, "completed", results={"test_acc": acc, "train_loss": loss}
-                )
-            for variant in ("post_ln", "pre_ln"):
-                ctx.seed_everything(seed)
-                model = Transformer(_config(variant, deep, n_embd))
-                if seed == ctx.seeds[0]:
-                    grad_init[variant] = layer_grad_norms(model, probe_x, probe_y)
-                for warmup in (0, warm_steps // 4):
-                    cfg = {
-                        "variant": variant,
-                        "n_layer": deep,
-                        "lr": warm_lr,
-                        "warmup": warmup,
-                        "steps": warm_steps,
-                    }
-                    with ctx.run(
-                        f"C16 warmup {variant} w={warmup} seed {seed}", cfg, seed=seed
-                    ) as run_id:
-                        ctx.seed_everything(seed)
-                        model = Transformer(_config(variant, deep, n_embd))
-                        acc_w, loss_w = train(
-                            model, splits, warm_steps, warm_lr, warmup, seed, warm_batch
-                        )
-                        ctx.store.finish_run(
-                            run_id, "completed", results={"test_acc": acc_w, "train_loss": loss_w}
-                        )
-                    warm.setdefault(f"{variant}|{warmup > 0}", []).append(acc_w)
-        low_rows = []
-        for stage in ("init", "trained"):
-            for layer in range(n_layer):
-                s = [p["low_stream"][layer] for p in probes[stage]]
-                b = [p["low_branch"][layer] for p in probes[stage]]
-                gs = [p["grad_skip"][layer] for p in probes[stage]]
-                gb = [p["grad_branch"][layer] for p in probes[stage]]
-                sa = [p["low_stream_ac"][layer] for p in probes[stage]]
-                ba = [p["low_branch_ac"][layer] for p in probes[stage]]
-                low_rows.append([stage, layer, f"{np.mean(s):.3f}", f"{np.mean(b):.3f}", f"{np.mean(sa):.3f}",
-                                 f"{np.mean(ba):.3f}", f"{np.mean(gs):.3g}",
-                                 f"{np.mean(gb):.3g}", f"{np.mean(gb) / np.mean(gs):.2f}"])  # fmt: skip
-        ev.tables.append(
+    def conditions(self, s: Settings) -> list[Condition]:
+        warm = [Condition(WARMUP, v, w) for v in LN_VARIANTS for w in (False, True)]
+        return [Condition(SPECTRA, "pre_ln", True), *warm]
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.study == SPECTRA:
+            return s.steps * s.batch_size * s.n_layer * s.n_embd**2
+        return s.warm_steps * s.warm_batch * s.deep * s.n_embd**2
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        spectra, warm = runs.where(study=SPECTRA), runs.where(study=WARMUP)
+        first = warm.where(warmup=False).records
+        return Result(
+            init=[TokenSpectra(**r.get("init")) for r in spectra],
+            trained=[TokenSpectra(**r.get("trained")) for r in spectra if r.get("trained")],
+            test_acc=spectra.values("test_acc"),
+            no_warmup={v: warm.values("test_acc", variant=v, warmup=False) for v in LN_VARIANTS},
+            with_warmup={v: warm.values("test_acc", variant=v, warmup=True) for v in LN_VARIANTS},
+            grad_init={r.condition.variant: r.get("grad_init") for r in first if r.seed == runs.seeds[0]},
+            settings=s,
+            seeds=runs.seeds,
+            diverged=[f"{r.condition.study} {r.condition.variant} warm-up {r.condition.warmup}, "
+                      f"seed {r.seed}: {r.error}" for r in runs if r.diverged],
+        )  # fmt: skip
+
+    def checks(self, r: Result) -> list[Check]:
+        if len(r.trained) < len(r.init):
+            return [Check("every spectra model trained without diverging", False, kind="evidence")]
+        stream, branch = _low(r.trained, "low_stream"), _low(r.trained, "low_branch")
+        text = f"stream {describe(stream).mean:.3f}, attention {describe(branch).mean:.3f}"
+        lowpass = Check(
+            "attention is not the more low-pass path on every seed",
+            not clearly_greater(branch, stream), text,
+        )  # fmt: skip
+        if not lowpass.passed:
+            return [lowpass]
+        more = "the residual stream is more low-pass than attention on every seed (no overlap)"
+        return [lowpass, Check(more, clearly_greater(stream, branch), text, kind="evidence")]
+
+    def detail(self, r: Result) -> str:
+        if not r.trained:
+            return "no spectra model finished training."
+        n = self.numbers(r)
+        ratio = [
+            float(np.mean(np.asarray(p.grad_branch) / np.asarray(p.grad_skip))) for p in r.trained
+        ]
+        return (
+            f"low-frequency energy fraction (<= {CUTOFF:g} cycles/token), trained, mean over blocks: "
+            f"residual stream {describe(_low(r.trained, 'low_stream'))}, attention branch "
+            f"{describe(_low(r.trained, 'low_branch'))} (at init: {n['low_stream_init']:.3f} vs "
+            f"{n['low_branch_init']:.3f}); without the DC bin, trained: stream "
+            f"{n['low_stream_ac_trained']:.3f} vs attention {n['low_branch_ac_trained']:.3f}; "
+            f"gradient via attention / via skip {np.mean(ratio):.2f}; warm-up gain post-LN "
+            f"{n['warmup_gain_post_ln']:+.3f} vs pre-LN {n['warmup_gain_pre_ln']:+.3f} (Xiong et "
+            "al. predict post-LN > pre-LN)."
+        )  # fmt: skip
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {f"warmup_gain_{v}": _gain(r, v) for v in LN_VARIANTS}
+        for stage, probes in (("init", r.init), ("trained", r.trained)):
+            out.update({f"{key}_{stage}": _mean(_low(probes, key)) for key in LOW})
+        return {**out, "test_acc": _mean(r.test_acc)}
+
+    def tables(self, r: Result) -> list[Table]:
+        s, rows = r.settings, []
+        for stage, probes in (("init", r.init), ("trained", r.trained)):
+            for i, name in enumerate(probes[0].names if probes else []):
+                m = {
+                    k: float(np.mean([getattr(p, k)[i] for p in probes]))
+                    for k in (*LOW, "grad_skip", "grad_branch")
+                }
+                rows.append([stage, name, *(f"{m[k]:.3f}" for k in LOW), f"{m['grad_skip']:.3g}",
+                             f"{m['grad_branch']:.3g}", f"{m['grad_branch'] / m['grad_skip']:.2f}"])  # fmt: skip
+        warm_rows = [
+            [v, s.deep, _cell(r.no_warmup[v]), _cell(r.with_warmup[v]), f"{_gain(r, v):+.3f}"]
+            for v in LN_VARIANTS
+        ]
+        return [
             Table(
                 f"Per block: energy fraction at <= {CUTOFF:g} cycles/token and gradient reaching the block input",
-                ["model", "block", "low-freq stream", "low-freq attention", "stream, no DC",
-                 "attention, no DC", "|grad| via skip",
-                 "|grad| via attention", "attention / skip"],
-                low_rows,
-                f"pre-LN encoder, {n_layer} blocks, width {n_embd}, MNIST-1D (40 tokens); trained "
-                f"{steps} steps, test accuracy {np.mean(accs):.1%}; means over {len(ctx.seeds)} seed(s)",
-            )
-        )  # fmt: skip
-        warm_rows = []
-        for variant in ("post_ln", "pre_ln"):
-            no, yes = warm[f"{variant}|False"], warm[f"{variant}|True"]
-            warm_rows.append([variant, deep, f"{np.mean(no):.3f}", f"{np.mean(yes):.3f}",
-                              f"{np.mean(yes) - np.mean(no):+.3f}"])  # fmt: skip
-            ev.numbers[f"warmup_gain_{variant}"] = float(np.mean(yes) - np.mean(no))
-        ev.tables.append(
+                ["model", "sublayer", "low-freq stream", "low-freq attention", "stream, no DC",
+                 "attention, no DC", "|grad| via skip", "|grad| via attention", "attention / skip"],
+                rows,
+                f"pre-LN encoder, {s.n_layer} blocks, width {s.n_embd}, MNIST-1D (40 tokens); trained "
+                f"{s.steps} steps, test accuracy {_mean(r.test_acc):.1%}; means over {len(r.seeds)} seed(s)",
+            ),
             Table(
-                f"Warm-up sensitivity at depth {deep} (Adam lr {warm_lr:g}, {warm_steps} steps, "
-                f"warm-up {warm_steps // 4} steps): test accuracy",
+                f"Warm-up sensitivity at depth {s.deep} (Adam lr {s.warm_lr:g}, {s.warm_steps} steps, "
+                f"warm-up {s.warm_steps // 4} steps): test accuracy",
                 ["variant", "blocks", "no warm-up", "with warm-up", "gain from warm-up"],
                 warm_rows,
-            )
-        )  # fmt: skip
-        for stage in ("init", "trained"):
-            for part in ("stream", "branch"):
-                ev.numbers[f"low_{part}_ac_{stage}"] = float(
-                    np.mean([np.mean(p[f"low_{part}_ac"]) for p in probes[stage]])
-                )
-            ev.numbers[f"low_stream_{stage}"] = float(
-                np.mean([np.mean(p["low_stream"]) for p in probes[stage]])
-            )
-            ev.numbers[f"low_branch_{stage}"] = float(
-                np.mean([np.mean(p["low_branch"]) for p in probes[stage]])
-            )
-        ev.numbers["test_acc"] = float(np.mean(accs))
-        ev.series.update(probes=probes, warm=warm, grad_init=grad_init, length=40, deep=deep)
-        ev.notes.append(
+            ),
+        ]  # fmt: skip
+
+    def notes(self, r: Result) -> list[str]:
+        notes = [f"diverged: {msg}" for msg in r.diverged]
+        notes.append(
             "Xiong et al.'s gradient analysis assumes blocks fed with O(1)-scale inputs; here the "
             "embeddings start at N(0, 0.02) (GPT-2 init), so the per-block gradients at init need "
             "not follow their Fig. 3."
         )
-        if ctx.scale != "full":
-            ev.notes.append(
+        if r.settings.n_embd < 128:  # below the full scale's width
+            notes.append(
                 "Small models and short training on one task: the spectra describe this encoder on "
                 "MNIST-1D, not Transformers in general."
             )
-        return ev
+        return notes
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        trained = evidence.series["probes"]["trained"]
-        stream = [float(np.mean(p["low_stream"])) for p in trained]
-        branch = [float(np.mean(p["low_branch"])) for p in trained]
-        ratio = [
-            float(np.mean(np.asarray(p["grad_branch"]) / np.asarray(p["grad_skip"])))
-            for p in trained
-        ]
-        n = evidence.numbers
-        detail = (
-            f"low-frequency energy fraction (<= {CUTOFF:g} cycles/token), trained, mean over blocks: "
-            f"residual stream {summarize(stream)}, attention branch {summarize(branch)} "
-            f"(at init: {n['low_stream_init']:.3f} vs {n['low_branch_init']:.3f}); without the DC "
-            f"bin, trained: stream {n['low_stream_ac_trained']:.3f} vs attention "
-            f"{n['low_branch_ac_trained']:.3f}; gradient via "
-            f"attention / via skip {np.mean(ratio):.2f}; warm-up gain post-LN "
-            f"{n['warmup_gain_post_ln']:+.3f} vs pre-LN {n['warmup_gain_pre_ln']:+.3f} "
-            f"(Xiong et al. predict post-LN > pre-LN)."
-        )
-        if clearly_greater(stream, branch):
-            return Verdict("holds", detail)
-        if clearly_greater(branch, stream):
-            return Verdict(
-                "fails", f"the attention branch is the more low-pass of the two. {detail}"
-            )
-        return Verdict("inconclusive", f"the two overlap across seeds. {detail}")
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        probes = evidence.series["probes"]
-        length = evidence.series["length"]
-        fig, axes = _plot.subplots(2, 3, width=4.4, height=3.6)
-        ax = axes[0][0]
-        for stage, ls in (("trained", "-"), ("init", ":")):
-            for part, color in (("stream", _plot.RESIDUAL), ("branch", _plot.PLAIN)):
-                spec = np.mean(
-                    [np.mean(np.asarray(p[part]), axis=0) for p in probes[stage]], axis=0
-                )
-                spec = spec / spec.sum()
-                freqs = np.arange(len(spec)) / length
-                label = f"{'residual stream' if part == 'stream' else 'attention branch'}, {stage}"
-                ax.semilogy(freqs, spec, ls, color=color, label=label)
-        ax.axvline(CUTOFF, color=_plot.REFERENCE, ls="--", label=f"cut-off {CUTOFF:g}")
-        ax.set(title="token-axis power spectrum (mean over blocks)", xlabel="frequency (cycles / token)",
-               ylabel="share of energy")  # fmt: skip
-        ax.legend(fontsize=7)
-        ax = axes[0][1]
-        n_layer = len(probes["trained"][0]["low_stream"])
-        layers = np.arange(n_layer)
-        for part, color, label in (("low_stream", _plot.RESIDUAL, "residual stream"),
-                                   ("low_branch", _plot.PLAIN, "attention branch")):  # fmt: skip
-            vals = np.asarray([p[part] for p in probes["trained"]])
-            ax.plot(layers, vals.mean(0), "o-", color=color, label=f"{label}, trained")
-            ax.fill_between(layers, vals.min(0), vals.max(0), color=color, alpha=0.2)
-            init = np.asarray([p[part] for p in probes["init"]]).mean(0)
-            ax.plot(layers, init, "x:", color=color, label=f"{label}, init")
-        ax.set(title=f"energy fraction at <= {CUTOFF:g} cycles/token", xlabel="block", ylabel="low-frequency fraction",
-               ylim=(0, 1.02), xticks=layers)  # fmt: skip
-        ax.legend(fontsize=7)
-        ax = axes[0][2]
-        for part, color, label in (("grad_skip", _plot.RESIDUAL, "via skip: dL/dy"),
-                                   ("grad_branch", _plot.PLAIN, "via attention: J^T dL/dy")):  # fmt: skip
-            for stage, ls in (("trained", "o-"), ("init", "x:")):
-                vals = np.asarray([p[part] for p in probes[stage]]).mean(0)
-                ax.semilogy(layers, vals, ls, color=color, label=f"{label}, {stage}")
-        ax.set(title="gradient reaching each block's input", xlabel="block", ylabel="mean per-example norm",
-               xticks=layers)  # fmt: skip
-        ax.legend(fontsize=7)
-        ax = axes[1][0]
-        warm = evidence.series["warm"]
-        for i, variant in enumerate(("post_ln", "pre_ln")):
-            for j, flag in enumerate(("False", "True")):
-                vals = warm[f"{variant}|{flag}"]
-                xpos = i * 3 + j
-                color = _plot.PLAIN if variant == "post_ln" else _plot.RESIDUAL
-                ax.bar(xpos, np.mean(vals), color=color, alpha=0.5 if flag == "False" else 1.0)
-                ax.plot([xpos] * len(vals), vals, "k.", ms=6)
-        ax.set_xticks(
-            [0, 1, 3, 4], ["no\nwarm-up", "warm-up", "no\nwarm-up", "warm-up"], fontsize=8
-        )
-        ax.text(0.5, 0.95, "post-LN", ha="center", transform=ax.get_xaxis_transform())
-        ax.text(3.5, 0.95, "pre-LN", ha="center", transform=ax.get_xaxis_transform())
-        ax.set(
-            title=f"warm-up sensitivity, {evidence.series['deep']} blocks",
-            ylabel="test accuracy",
-            ylim=(0, 1),
-        )
-        ax = axes[1][1]
-        for variant, color in (("post_ln", _plot.PLAIN), ("pre_ln", _plot.RESIDUAL)):
-            g = evidence.series["grad_init"].get(variant, [])
-            ax.semilogy(
-                np.arange(len(g)),
-                g,
-                "o-",
-                color=color,
-                label=variant.replace("_", "-").replace("ln", "LN"),
-            )
-        ax.set(
-            title="grad norm of each block's last MLP weight at init",
-            xlabel="block",
-            ylabel="||dL/dW||",
-        )
-        ax.legend(fontsize=8)
-        axes[1][2].axis("off")
-        _plot.save(fig, outdir / "transformer_lowpass.png")
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
+        _figure(r, outdir / "transformer_lowpass.png")
         return [
             Figure(
                 "transformer_lowpass.png",
@@ -451,3 +297,49 @@ class TransformerLowpass(Claim):
                 "per-block gradient norm of the last MLP weight at init (Xiong et al. 2020, Fig. 3).",
             )
         ]
+
+
+def _low(probes: list[TokenSpectra], key: str) -> list[float]:
+    """Per seed: ``key`` averaged over blocks."""
+    return [float(np.mean(getattr(p, key))) for p in probes]
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _gain(r: Result, variant: str) -> float:
+    """Mean test accuracy gained from warm-up (NaN when a run diverged)."""
+    return _mean(r.with_warmup[variant]) - _mean(r.no_warmup[variant])
+
+
+def _cell(accs: list[float]) -> str:
+    done = [a for a in accs if math.isfinite(a)]
+    text = f"{np.mean(done):.3f}" if done else "-"
+    return text if len(done) == len(accs) else f"{text} ({len(accs) - len(done)} diverged)"
+
+
+def _figure(r: Result, path: Path) -> None:
+    fig, axes = _plot.subplots(2, 3, width=4.4, height=3.6)
+    plot_token_spectra(axes[0], {"trained": r.trained, "init": r.init})
+    ax = axes[1][0]
+    for i, variant in enumerate(LN_VARIANTS):
+        color = _plot.PLAIN if variant == "post_ln" else _plot.RESIDUAL
+        for j, vals in enumerate((r.no_warmup[variant], r.with_warmup[variant])):
+            ax.bar(i * 3 + j, np.nanmean(vals), color=color, alpha=1.0 if j else 0.5)
+            ax.plot([i * 3 + j] * len(vals), vals, "k.", ms=6)
+        ax.text(i * 3 + 0.5, 0.95, _name(variant), ha="center", transform=ax.get_xaxis_transform())
+        g = r.grad_init.get(variant, [])
+        axes[1][1].semilogy(np.arange(len(g)), g, "o-", color=color, label=_name(variant))
+    ax.set_xticks([0, 1, 3, 4], ["no\nwarm-up", "warm-up", "no\nwarm-up", "warm-up"], fontsize=8)
+    ax.set(title=f"warm-up sensitivity, {r.settings.deep} blocks", ylabel="test accuracy",
+           ylim=(0, 1))  # fmt: skip
+    axes[1][1].set(title="grad norm of each block's last MLP weight at init", xlabel="block",
+                   ylabel="||dL/dW||", xticks=np.arange(r.settings.deep))  # fmt: skip
+    axes[1][1].legend(fontsize=8)
+    axes[1][2].axis("off")
+    _plot.save(fig, path)
+
+
+def _name(variant: str) -> str:
+    return variant.replace("_", "-").replace("ln", "LN")  # post_ln -> post-LN
