@@ -22,3 +22,20 @@ def test_report_escapes_user_data_and_lists_every_claim(tmp_path):
     assert 'id="C01"' in html
     records = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert records[0]["reason"] == evil  # JSON keeps the exact text; HTML escapes it
+
+
+def test_claims_json_is_strict_json_even_with_nan_numbers(tmp_path):
+    def strict(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    with Store(tmp_path / "s.sqlite") as store:
+        store.save_verdict(
+            "C09", "degradation", "tiny", "inconclusive", "a run diverged",
+            {"numbers": {"mnist1d_plain56_train_loss": float("nan"), "gap": float("inf")},
+             "tables": [], "notes": []},
+            [0], [], 1.0,
+        )  # fmt: skip
+        build_report(store, tmp_path / "out", scale="tiny")
+    text = (tmp_path / "out" / "claims.json").read_text()
+    (record,) = json.loads(text, parse_constant=strict)
+    assert record["numbers"] == {"mnist1d_plain56_train_loss": None, "gap": None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ def _fmt(value: Any) -> str:
 
 
 _ENV.filters["fmt"] = _fmt
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null``: JSON has no such numbers, and strict
+    parsers (browsers, jq, most languages) reject Python's ``NaN`` token."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -144,5 +157,6 @@ def build_report(
         store_path=str(store.path),
     )
     _write_atomic(out / "index.html", html)
-    _write_atomic(out / "claims.json", json.dumps(records, indent=2, sort_keys=True, default=str))
+    text = json.dumps(_strict(records), indent=2, sort_keys=True, default=str, allow_nan=False)
+    _write_atomic(out / "claims.json", text)
     return out / "index.html"
