@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from skiplab.claims import reproduce, select_claims
+from skiplab.claims import Evidence, reproduce, select_claims
 from skiplab.claims.c01_residual_toy import descend, hessian_at_origin
 from skiplab.store import Store
 
@@ -37,4 +37,11 @@ def test_claim_holds_at_tiny_scale(tmp_path):
         assert numbers["residual_a1_loss0"] == 0.0
         # away from alpha = 1 the skip does not remove the saddle: reported, not hidden
         assert numbers["residual_a2_eig_min"] < -1.0
+        assert len(row.run_ids) == 6  # plain and residual at three alphas, one seed
         assert all(store.run(r).status == "completed" for r in row.run_ids)
+        assert all(store.metrics(r) for r in row.run_ids)  # every descent logged its losses
+        figs = select_claims("C01")[0].report_figures(
+            Evidence.from_dict(row.evidence), tmp_path / "f"
+        )
+    assert [f.path for f in figs] == ["surfaces.png"]
+    assert (tmp_path / "f" / "surfaces.png").stat().st_size > 10_000

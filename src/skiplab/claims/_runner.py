@@ -218,6 +218,10 @@ class Run:
         for key, value in metrics.items():
             self._rows[(key, int(step))] = (epoch, float(value))
 
+    def logged(self, key: str) -> list[tuple[int, float]]:
+        """What this run has logged under ``key`` so far, ``[(step, value), ...]``."""
+        return sorted((step, val) for (k, step), (_, val) in self._rows.items() if k == key)
+
     def rows(self) -> list[tuple[int, int | None, str, float]]:
         return [(step, ep, key, val) for (key, step), (ep, val) in sorted(self._rows.items())]
 

@@ -8,6 +8,8 @@ Learning ``y = alpha * x`` with ``f(x) = w2 * w1 * x`` (plain) or ``f(x) = x + w
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,35 @@ import numpy as np
 import torch
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
 
 ALPHAS = (1.0, 2.0, 0.5)
+MODELS = ("plain", "residual")
 LOSS_TARGET = 1e-6
+STATS = ("eig_min", "eig_max", "loss0", "grad0", "steps")  # what measure returns, per run
+TRACE_POINTS = 400  # the figure's trajectory keeps about this many steps of a long descent
+
+
+@dataclass(frozen=True)
+class Settings:
+    n: int = 2048  # Gaussian inputs per seed: E[x^2] within a few % of 1
+    max_steps: int = 5000  # far beyond the 25-125 steps the plain model needs (measured)
+    lr: float = 0.1  # stable: the minima's curvature 4 E[x^2] |c| <= 8 stays below 2 / lr
+    init_scale: float = 0.01  # |w| ~ 1e-2: close to the origin, where the two models differ
+
+
+SCALES = {
+    "tiny": Settings(n=256, max_steps=2000),
+    "quick": Settings(),
+    "full": Settings(n=65536, max_steps=20000),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    model: str  # plain (w2 w1 x) or residual (x + w2 w1 x)
+    alpha: float  # the target slope: y = alpha x
 
 
 def toy_loss(w: torch.Tensor, x: torch.Tensor, alpha: float, residual: bool) -> torch.Tensor:
@@ -31,16 +58,17 @@ def toy_loss(w: torch.Tensor, x: torch.Tensor, alpha: float, residual: bool) -> 
 
 def hessian_at_origin(x: torch.Tensor, alpha: float, residual: bool) -> np.ndarray:
     """Eigenvalues (ascending) of the exact Hessian of the loss at ``w = 0`` (autograd)."""
-    w0 = torch.zeros(2, dtype=torch.float64)
+    w0 = torch.zeros(2, dtype=torch.float64, device=x.device)
     h = torch.autograd.functional.hessian(lambda w: toy_loss(w, x, alpha, residual), w0)
-    return np.linalg.eigvalsh(h.numpy())
+    return np.linalg.eigvalsh(h.cpu().numpy())
 
 
 def descend(
     x: torch.Tensor, alpha: float, residual: bool, w_init: torch.Tensor, lr: float, max_steps: int
 ) -> tuple[list[list[float]], list[float], int | None]:
     """Plain gradient descent; returns the trajectory, the losses and the first step with
-    loss below ``LOSS_TARGET`` (None if never reached)."""
+    loss below ``LOSS_TARGET`` (None if never reached). ``path[i]`` are the weights at which
+    ``losses[i]`` was measured (the path has one more point when the target is never reached)."""
     w = w_init.clone().requires_grad_(True)
     path, losses, reached = [w.detach().tolist()], [], None
     for step in range(max_steps + 1):
@@ -56,8 +84,64 @@ def descend(
     return path, losses, reached
 
 
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """The origin's Hessian, loss and gradient, then gradient descent from a small init.
+
+    Every condition of one seed draws the same inputs and initialisation.
+    """
+    gen = run.generator()
+    x = run.put(torch.randn(s.n, generator=gen, dtype=torch.float64))
+    w_init = run.put(s.init_scale * torch.randn(2, generator=gen, dtype=torch.float64))
+    residual = c.model == "residual"
+    eig = hessian_at_origin(x, c.alpha, residual)
+    origin = torch.zeros(2, dtype=torch.float64, device=run.device, requires_grad=True)
+    loss0 = toy_loss(origin, x, c.alpha, residual)
+    (grad0,) = torch.autograd.grad(loss0, origin)
+    path, losses, reached = descend(x, c.alpha, residual, w_init, s.lr, s.max_steps)
+    for step, (loss, (w1, w2)) in enumerate(zip(losses, path)):
+        run.log(step, loss=loss, w1=w1, w2=w2)
+    return {
+        "eig_min": float(eig[0]), "eig_max": float(eig[1]), "loss0": loss0.item(),
+        "grad0": grad0.norm().item(), "steps": math.nan if reached is None else float(reached),
+    }  # fmt: skip
+
+
+@dataclass
+class Toy:  # one (model, alpha); every list has one entry per seed
+    model: str
+    alpha: float
+    eig_min: list[float]
+    eig_max: list[float]
+    loss0: list[float]
+    grad0: list[float]
+    steps: list[float]  # steps to LOSS_TARGET; NaN: not within max_steps
+
+    def stats(self) -> dict[str, list[float]]:
+        return dict(zip(STATS, (self.eig_min, self.eig_max, self.loss0, self.grad0, self.steps)))
+
+
+@dataclass
+class Descent:  # the first seed at alpha = 1, about TRACE_POINTS steps and the last
+    steps: list[int]
+    loss: list[float]
+    w1: list[float]
+    w2: list[float]
+
+
+@dataclass
+class Result(Summary):
+    toys: list[Toy]  # (alpha, model) in ALPHAS x MODELS order
+    descents: dict[str, Descent]  # plain, residual
+    seeds: list[int]
+    max_steps: int
+    lr: float
+
+    def toy(self, model: str, alpha: float) -> Toy:
+        return next(t for t in self.toys if t.model == model and t.alpha == alpha)
+
+
 @register_claim
-class ResidualToy(Claim):
+class ResidualToy(Claim[Settings, Condition, Result]):
     id = "C01"
     slug = "residual-toy"
     title = "Two-weight toy: the skip turns a saddle into a global minimum"
@@ -92,121 +176,102 @@ class ResidualToy(Claim):
         "Hardt & Ma 2017, Identity Matters in Deep Learning",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        n = ctx.pick(tiny=256, quick=2048, full=65536)
-        max_steps = ctx.pick(tiny=2000, quick=5000, full=20000)
-        lr = 0.1
-        ev = Evidence(seeds=ctx.seeds)
-        rows: list[list[Any]] = []
-        per_seed: dict[str, list[float]] = {}
-        for seed in ctx.seeds:
-            cfg = {"n": n, "lr": lr, "max_steps": max_steps, "alphas": list(ALPHAS)}
-            with ctx.run(f"C01 toy seed {seed}", cfg, seed=seed) as run_id:
-                gen = torch.Generator().manual_seed(seed)
-                x = torch.randn(n, generator=gen, dtype=torch.float64)
-                w_init = 0.01 * torch.randn(2, generator=gen, dtype=torch.float64)
-                results: dict[str, Any] = {}
-                for alpha in ALPHAS:
-                    for residual in (False, True):
-                        model = "residual" if residual else "plain"
-                        eig = hessian_at_origin(x, alpha, residual)
-                        origin = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-                        loss0 = toy_loss(origin, x, alpha, residual)
-                        (grad0,) = torch.autograd.grad(loss0, origin)
-                        path, losses, reached = descend(x, alpha, residual, w_init, lr, max_steps)
-                        key = f"{model}_a{alpha:g}"
-                        results[key] = {
-                            "eig": eig.tolist(), "loss0": loss0.item(),
-                            "grad0": grad0.norm().item(), "steps": reached,
-                        }  # fmt: skip
-                        for name, value in (
-                            ("eig_min", eig[0]), ("eig_max", eig[1]), ("loss0", loss0.item()),
-                            ("grad0", grad0.norm().item()),
-                            ("steps", float(reached) if reached is not None else float("nan")),
-                        ):  # fmt: skip
-                            per_seed.setdefault(f"{key}_{name}", []).append(float(value))
-                        rows.append([
-                            seed, model, alpha, eig[0], eig[1], loss0.item(),
-                            "saddle" if eig[0] < -1e-9 < 1e-9 < eig[1] else "minimum" if eig[0] > -1e-9 and loss0.item() < 1e-12 else "other",
-                            reached if reached is not None else f">{max_steps}",
-                        ])  # fmt: skip
-                        if alpha == 1.0 and seed == ctx.seeds[0]:
-                            ev.series[f"traj_{model}"] = [
-                                *path[:: max(1, len(path) // 400)],
-                                path[-1],
-                            ]
-                            ev.series[f"loss_{model}"] = losses[:: max(1, len(losses) // 400)]
-                ctx.store.finish_run(run_id, "completed", results=results)
-        ev.series["per_seed"] = per_seed
-        ev.series["w_init"] = w_init.tolist()
-        for key, values in per_seed.items():
-            arr = np.asarray(values, dtype=float)
-            ev.numbers[key] = float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
-        ev.tables.append(
-            Table(
-                "Hessian at the origin and gradient descent from a small init (lr 0.1)",
-                [
-                    "seed",
-                    "model",
-                    "alpha",
-                    "eig min",
-                    "eig max",
-                    "loss at 0",
-                    "origin is",
-                    "steps to 1e-6",
-                ],
-                rows,
-                "eigenvalues of the exact Hessian; theory: +-2 E[x^2] c with c = alpha (plain) or alpha - 1 (residual)",
-            )
-        )
-        return ev
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition(m, a) for a in ALPHAS for m in MODELS]
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        s = evidence.series["per_seed"]
+    def cost(self, s: Settings, c: Condition) -> float:
+        return s.n / 1000  # the Hessian and every descent step are O(n)
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        toys = [
+            Toy(m, a, *(runs.values(k, model=m, alpha=a) for k in STATS))
+            for a in ALPHAS
+            for m in MODELS
+        ]
+        descents = {}
+        for m in MODELS:
+            r = runs.where(model=m, alpha=1.0).records[0]
+            steps = r.steps("loss")
+            stride = max(1, len(steps) // TRACE_POINTS)
+            keep = sorted({*range(0, len(steps), stride), len(steps) - 1})
+            loss, w1, w2 = (r.curve(k) for k in ("loss", "w1", "w2"))
+            descents[m] = Descent([steps[i] for i in keep], [loss[i] for i in keep],
+                                  [w1[i] for i in keep], [w2[i] for i in keep])  # fmt: skip
+        return Result(toys, descents, runs.seeds, s.max_steps, s.lr)
+
+    def checks(self, r: Result) -> list[Check]:
+        p, q = r.toy("plain", 1.0), r.toy("residual", 1.0)
         plain_saddle = all(
             lo < -1e-9 and hi > 1e-9 and l0 > 1e-12
-            for lo, hi, l0 in zip(s["plain_a1_eig_min"], s["plain_a1_eig_max"], s["plain_a1_loss0"])
+            for lo, hi, l0 in zip(p.eig_min, p.eig_max, p.loss0)
         )
         res_min = all(
             l0 < 1e-12 and g0 < 1e-12 and lo > -1e-9
-            for l0, g0, lo in zip(
-                s["residual_a1_loss0"], s["residual_a1_grad0"], s["residual_a1_eig_min"]
-            )
+            for l0, g0, lo in zip(q.loss0, q.grad0, q.eig_min)
         )
-        steps_p, steps_r = s["plain_a1_steps"], s["residual_a1_steps"]
         faster = all(
-            np.isfinite(r) and (not np.isfinite(p) or r < p) for p, r in zip(steps_p, steps_r)
+            np.isfinite(b) and (not np.isfinite(a) or b < a) for a, b in zip(p.steps, q.steps)
         )
-        detail = (
-            f"alpha=1: plain Hessian eigenvalues {np.mean(s['plain_a1_eig_min']):.3f} / "
-            f"{np.mean(s['plain_a1_eig_max']):.3f} (loss at 0 {np.mean(s['plain_a1_loss0']):.3f}); "
-            f"residual eigenvalues {np.mean(s['residual_a1_eig_min']):.2g} / "
-            f"{np.mean(s['residual_a1_eig_max']):.2g}, loss at 0 {np.mean(s['residual_a1_loss0']):.2g}; "
-            f"steps to 1e-6 plain {_steps(steps_p)} vs residual {_steps(steps_r)} "
-            f"over {len(steps_p)} seed(s)."
-        )
-        checks = (
-            ("plain saddle", plain_saddle),
-            ("residual minimum", res_min),
-            ("faster descent", faster),
-        )
-        return Verdict.from_checks(checks, detail)
+        return [
+            Check("plain saddle", plain_saddle,
+                  f"eigenvalues {_fmt(p.eig_min)} / {_fmt(p.eig_max)}, loss at 0 {_fmt(p.loss0)}"),
+            Check("residual minimum", res_min, f"eigenvalues {_fmt(q.eig_min)} / "
+                  f"{_fmt(q.eig_max)}, loss at 0 {_fmt(q.loss0)}, gradient {_fmt(q.grad0)}"),
+            Check("faster descent", faster,
+                  f"steps to 1e-6 plain {_steps(p.steps)} vs residual {_steps(q.steps)}"),
+        ]  # fmt: skip
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
+    def detail(self, r: Result) -> str:
+        p, q = r.toy("plain", 1.0), r.toy("residual", 1.0)
+        return (
+            f"alpha=1: plain Hessian eigenvalues {np.mean(p.eig_min):.3f} / "
+            f"{np.mean(p.eig_max):.3f} (loss at 0 {np.mean(p.loss0):.3f}); "
+            f"residual eigenvalues {np.mean(q.eig_min):.2g} / {np.mean(q.eig_max):.2g}, loss at 0 "
+            f"{np.mean(q.loss0):.2g}; steps to 1e-6 plain {_steps(p.steps)} vs residual "
+            f"{_steps(q.steps)} over {len(p.steps)} seed(s)."
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {}
+        for t in r.toys:
+            for key, values in t.stats().items():
+                arr = np.asarray(values, dtype=float)
+                mean = float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan
+                out[f"{t.model}_a{t.alpha:g}_{key}"] = mean
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
+        rows: list[list[Any]] = []
+        for i, seed in enumerate(r.seeds):
+            for t in r.toys:
+                lo, hi, l0, steps = t.eig_min[i], t.eig_max[i], t.loss0[i], t.steps[i]
+                kind = "saddle" if lo < -1e-9 < 1e-9 < hi else "other"
+                kind = "minimum" if lo > -1e-9 and l0 < 1e-12 else kind
+                reached = int(steps) if math.isfinite(steps) else f">{r.max_steps}"
+                rows.append([seed, t.model, t.alpha, lo, hi, l0, kind, reached])
+        columns = ["seed", "model", "alpha", "eig min", "eig max", "loss at 0", "origin is",
+                   "steps to 1e-6"]  # fmt: skip
+        note = ("eigenvalues of the exact Hessian; theory: +-2 E[x^2] c with c = alpha (plain) "
+                "or alpha - 1 (residual)")  # fmt: skip
+        title = f"Hessian at the origin and gradient descent from a small init (lr {r.lr:g})"
+        return [Table(title, columns, rows, note)]
+
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.3, height=3.8)
         grid = np.linspace(-1.6, 1.6, 161)
         w1, w2 = np.meshgrid(grid, grid)
-        for ax, residual in zip(axes[0][:2], (False, True)):
+        for ax, model in zip(axes[0][:2], MODELS):
+            residual = model == "residual"
             c = 0.0 if residual else 1.0  # alpha = 1; E[x^2] taken as 1 for the surface
-            loss = (w1 * w2 - c) ** 2
-            cs = ax.contourf(w1, w2, np.log10(loss + 1e-6), levels=24, cmap="viridis")
+            cs = ax.contourf(w1, w2, np.log10((w1 * w2 - c) ** 2 + 1e-6), levels=24, cmap="viridis")
             fig.colorbar(cs, ax=ax, label="log10 loss")
-            model = "residual" if residual else "plain"
-            traj = np.asarray(evidence.series[f"traj_{model}"])
-            ax.plot(traj[:, 0], traj[:, 1], color="white", lw=2)
-            ax.plot(traj[0, 0], traj[0, 1], "o", color="white", ms=5, label="start")
-            ax.plot(traj[-1, 0], traj[-1, 1], "*", color="red", ms=10, label="end")
+            d = r.descents[model]
+            ax.plot(d.w1, d.w2, color="white", lw=2)
+            ax.plot(d.w1[0], d.w2[0], "o", color="white", ms=5, label="start")
+            ax.plot(d.w1[-1], d.w2[-1], "*", color="red", ms=10, label="end")
             ax.plot(0, 0, "x", color="black", ms=8, mew=2)
             ax.set(
                 title=f"{model}: {'x + ' if residual else ''}w2·w1·x, alpha=1",
@@ -215,19 +280,13 @@ class ResidualToy(Claim):
             ax.legend(loc="lower left")
         ax = axes[0][2]
         for model, color in (("plain", _plot.PLAIN), ("residual", _plot.RESIDUAL)):
-            losses = np.maximum(np.asarray(evidence.series[f"loss_{model}"]), 1e-18)
+            d = r.descents[model]
             # a run that starts below the target is one point: draw markers so it shows
-            ax.semilogy(
-                losses,
-                color=color,
-                label=f"{model} ({len(losses) - 1} steps)",
-                lw=2,
-                marker="o",
-                ms=3,
-                markevery=max(1, len(losses) // 20),
-            )
+            ax.semilogy(d.steps, np.maximum(d.loss, 1e-18), color=color, lw=2, marker="o", ms=3,
+                        label=f"{model} ({d.steps[-1]} steps)",
+                        markevery=max(1, len(d.steps) // 20))  # fmt: skip
         ax.axhline(LOSS_TARGET, color=_plot.REFERENCE, ls="--", label="1e-6 target")
-        ax.set(title="gradient descent, same init", xlabel="step (subsampled)", ylabel="loss")
+        ax.set(title="gradient descent, same init", xlabel="step", ylabel="loss")
         ax.legend()
         _plot.save(fig, outdir / "surfaces.png")
         return [
@@ -242,3 +301,7 @@ class ResidualToy(Claim):
 
 def _steps(values: list[float]) -> str:
     return ", ".join(str(int(v)) if np.isfinite(v) else "never" for v in values)
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.3g}" for v in values)

@@ -5,36 +5,38 @@ gradient reaching ``x`` is the incoming one plus a correction. If ``||dF/dx|| <=
 correction can cancel at most a fraction ``rho`` of it, so through ``L`` blocks at least
 ``(1 - rho)^L`` of the gradient norm survives; a plain stack ``y = F(x)`` passes at most
 ``rho^L``. Part one checks both bounds on stacks whose branch Jacobian norm is held at ``rho``
-exactly; part two measures the per-block gradient norms of ResNet-56 and plain-56 at
-initialisation.
+exactly (:mod:`skiplab.diagnostics.bounded_stacks`); part two measures the per-block gradient
+norms of ResNet-56 and plain-56 at initialisation.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
 from skiplab.data import load_mnist
+from skiplab.diagnostics.block_gradients import block_gradient_norms, plot_block_gradients
+from skiplab.diagnostics.bounded_stacks import (
+    bound_violations,
+    gradient_ratio,
+    plot_ratios,
+    spectral_weights,
+)
 from skiplab.models import create_model
 
-RHO = 0.1  # the article's example: (1 - 0.1)^24 = 0.08
-DEPTHS = (8, 24, 56, 110)
 # Branch phi(W x) of the bounded stacks: name -> (phi, how W is drawn). "worst" is the extremal
 # case W = -rho I (phi = identity): every residual block then scales by exactly 1 - rho and
 # every plain block by rho, so both bounds are met with equality.
 BRANCHES = {"linear": ("linear", "gaussian"), "tanh": ("tanh", "gaussian"),
             "worst": ("linear", "negative_identity")}  # fmt: skip
 BRANCH_LABELS = {"linear": "W x", "tanh": "tanh(W x)", "worst": "W = -ρI (extremal)"}
-ACTIVATIONS = ("linear", "tanh")  # both 1-Lipschitz with derivative in [0, 1]
-WEIGHTS = ("gaussian", "negative_identity")
 REAL_MODELS = ("resnet56", "plain56")
 # Real networks: the residual gradient counts as kept when its first/last block ratio lies
 # within a factor MODEST of 1, and the plain one as far off when it is DECADES_FURTHER decades
@@ -45,100 +47,87 @@ DECADES_FURTHER = 1.0
 ROUND_SLACK = 1e-9
 
 
-def spectral_weights(
-    depth: int, dim: int, rho: float, generator: torch.Generator, kind: str = "gaussian"
-) -> list[torch.Tensor]:
-    """``depth`` ``dim x dim`` matrices of spectral norm exactly ``rho``.
-
-    Args:
-        kind: ``"gaussian"`` (a Gaussian matrix rescaled by its largest singular value) or
-            ``"negative_identity"`` (``-rho I``, the extremal case of both bounds).
-
-    Returns:
-        float64 matrices ``W_l`` with ``||W_l||_2 = rho``.
-    """
-    if kind not in WEIGHTS:
-        raise ValueError(f"weight kind must be one of {WEIGHTS}, got {kind!r}")
-    if kind == "negative_identity":
-        return [-rho * torch.eye(dim, dtype=torch.float64) for _ in range(depth)]
-    weights = []
-    for _ in range(depth):
-        g = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
-        weights.append(rho * g / torch.linalg.matrix_norm(g, ord=2))
-    return weights
+@dataclass(frozen=True)
+class Settings:
+    rho: float = 0.1  # the article's example: (1 - 0.1)^24 = 0.08
+    depths: tuple[int, ...] = (8, 24, 56, 110)  # up to He et al. 2015's deepest CIFAR ResNet
+    dim: int = 64  # stack width: random branches rarely align with the gradient
+    directions: int = 16  # random (input, output gradient) pairs per stack and seed
+    batch: int = 64  # MNIST images in the real networks' one backward pass
+    image_size: int = 28  # MNIST as is (tiny: average-pooled to 14x14)
 
 
-def _activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
-    return nn.Identity() if name == "linear" else nn.Tanh()
+SCALES = {
+    "tiny": Settings(dim=16, directions=4, batch=16, image_size=14),
+    "quick": Settings(),
+    "full": Settings(dim=256, directions=64, batch=256),
+}
 
 
-def gradient_ratio(
-    weights: list[torch.Tensor],
-    x0: torch.Tensor,
-    g: torch.Tensor,
-    residual: bool,
-    activation: str = "linear",
-) -> torch.Tensor:
-    """Backpropagate ``dL/dx_L = g`` through the stack and return ``||dL/dx_0|| / ||g||``.
-
-    The stack is ``x_{l+1} = x_l + phi(W_l x_l)`` (residual) or ``x_{l+1} = phi(W_l x_l)``
-    (plain), with ``phi`` the identity or tanh. The loss ``L = sum_b <g_b, x_L[b]>`` makes
-    ``g`` the output gradient of each sample; samples do not interact, so row ``b`` of the
-    input gradient is that sample's backpropagated gradient.
-
-    Shapes:
-        x0, g: ``(B, D)``; returns ``(B,)``.
-    """
-    phi = _activation(activation)
-    x = x0.detach().clone().requires_grad_(True)
-    h = x
-    for w in weights:
-        branch = phi(h @ w.T)  # (B, D)
-        h = h + branch if residual else branch
-    (grad,) = torch.autograd.grad(h, x, grad_outputs=g)
-    return grad.norm(dim=1) / g.norm(dim=1)
+@dataclass(frozen=True)
+class Condition:
+    part: str  # "stack" (part 1, a norm-bounded stack) or "network" (part 2, a model at init)
+    name: str  # a stack's branch (BRANCHES) or a registered model (resnet56, plain56)
+    depth: int  # blocks of the stack; 56 for the networks
 
 
-def block_gradient_norms(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> tuple[list[float], list[float]]:
-    """Per-block gradient norms of the cross-entropy loss of one batch, in train mode.
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Part 1: one stack's gradient ratios per direction; part 2: one network's per-block
+    gradient norms at its seeded init. The series are logged per direction / block."""
+    if c.part == "stack":
+        phi, w_kind = BRANCHES[c.name]
+        gen = run.generator(c.depth)  # one draw per depth and seed: linear and tanh share it
+        weights = [run.put(w) for w in spectral_weights(c.depth, s.dim, s.rho, gen, w_kind)]
+        x0 = torch.randn(s.directions, s.dim, generator=gen, dtype=torch.float64)
+        x0, g = run.put(x0, torch.randn(s.directions, s.dim, generator=gen, dtype=torch.float64))
+        res = gradient_ratio(weights, x0, g, True, phi).tolist()
+        plain = gradient_ratio(weights, x0, g, False, phi).tolist()
+        for i, (a, b) in enumerate(zip(res, plain)):
+            run.log(i, residual=a, plain=b)  # step: the direction
+        return {"residual_min": min(res), "residual_max": max(res), "plain_max": max(plain)}
+    mnist = load_mnist(size=None if s.image_size == 28 else s.image_size)
+    x, y = run.put(mnist.train.tensors[0][: s.batch], mnist.train.tensors[1][: s.batch])
+    model = run.build(lambda: create_model(c.name, in_channels=1))
+    grads = block_gradient_norms(model, (x,), y)  # train-mode BN: batch statistics
+    for i, v in enumerate(grads.signal):
+        run.log(i, output_grad=v)  # step 0: the first block's input (the stem's output)
+    for i, v in enumerate(grads.parameter, start=1):
+        run.log(i, param_grad=v)  # step i: block i
+    par, act = grads.parameter, grads.signal
+    return {"param_ratio": par[0] / par[-1], "act_ratio": act[0] / act[-1]}
 
-    ``model`` must have ``stem`` and ``blocks`` (the zoo's ResNet family).
 
-    Returns:
-        ``(activation, parameter)``: ``activation[0]`` is ``||dL/d stem output||`` and
-        ``activation[i]`` ``||dL/d output of block i||`` (Frobenius norm over the batch);
-        ``parameter[i - 1]`` is the norm of the gradient of all parameters of block ``i``.
-    """
-    outputs: list[torch.Tensor] = []
+@dataclass
+class StackRatios:  # one branch at one depth: every seed x direction
+    residual: list[float]
+    plain: list[float]
 
-    def keep(_module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-        out.retain_grad()
-        outputs.append(out)
 
-    blocks = list(model.get_submodule("blocks").children())
-    modules = [model.get_submodule("stem"), *blocks]
-    handles = [m.register_forward_hook(keep) for m in modules]
-    try:
-        model.train()
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-    finally:
-        for h in handles:
-            h.remove()
-    activation = [o.grad.norm().item() for o in outputs if o.grad is not None]
-    parameter = [
-        math.sqrt(sum(p.grad.pow(2).sum().item() for p in b.parameters() if p.grad is not None))
-        for b in blocks
-    ]
-    return activation, parameter
+@dataclass
+class Network:  # one model at init, one list per seed
+    parameter: list[list[float]]  # ||dL/dtheta|| per block, input side first
+    activation: list[list[float]]  # ||dL/dx||: the stem's output, then every block's output
+
+    def param_ratios(self) -> list[float]:  # first / last block, per seed
+        return [g[0] / g[-1] for g in self.parameter]
+
+    def act_ratios(self) -> list[float]:
+        return [g[0] / g[-1] for g in self.activation]
+
+
+@dataclass
+class Result(Summary):
+    rho: float
+    dim: int
+    directions: int
+    data: str
+    stacks: dict[str, dict[int, StackRatios]]  # branch -> depth
+    networks: dict[str, Network]  # resnet56, plain56
+    seeds: list[int]
 
 
 @register_claim
-class GradientHighway(Claim):
+class GradientHighway(Claim[Settings, Condition, Result]):
     id = "C02"
     slug = "gradient-highway"
     title = "The skip is a gradient highway: (1-rho)^L survives, a plain stack can fall to rho^L"
@@ -149,7 +138,8 @@ class GradientHighway(Claim):
     method = (
         "(1) Stacks of L in {8, 24, 56, 110} blocks with branch phi(W x), W Gaussian rescaled to "
         "spectral norm exactly rho = 0.1, phi the identity or tanh; residual x + phi(W x) vs "
-        "plain phi(W x); plus the extremal W = -rho I that meets both bounds with equality; a random output gradient g is backpropagated (float64) and "
+        "plain phi(W x); plus the extremal W = -rho I that meets both bounds with equality; a "
+        "random output gradient g is backpropagated (float64) and "
         "||dL/dx_0|| / ||dL/dx_L|| is measured for several random inputs and directions per "
         "seed, a fresh stack per seed. (2) ResNet-56 and plain-56 (2-D, MNIST batch, train-mode "
         "BatchNorm) at initialisation: the norm of the loss gradient with respect to each "
@@ -187,250 +177,157 @@ class GradientHighway(Claim):
         "Yang et al. 2019, A Mean Field Theory of Batch Normalization",
     )
     default_seeds = {"tiny": 2, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        dim = ctx.pick(tiny=16, quick=64, full=256)
-        n_dirs = ctx.pick(tiny=4, quick=16, full=64)
-        batch = ctx.pick(tiny=16, quick=64, full=256)
-        size = ctx.pick(tiny=14, quick=28, full=28)
-        ev = Evidence(seeds=ctx.seeds)
+    def conditions(self, s: Settings) -> list[Condition]:
+        stacks = [Condition("stack", b, d) for b in BRANCHES for d in s.depths]
+        return stacks + [Condition("network", m, 56) for m in REAL_MODELS]
 
-        # (1) norm-bounded stacks: per activation, depth, kind -> every measured ratio
-        ratios: dict[str, dict[str, dict[str, list[float]]]] = {
-            b: {str(d): {"residual": [], "plain": []} for d in DEPTHS} for b in BRANCHES
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.part == "stack":
+            return c.depth * s.dim**2 * s.directions / 1e6
+        return s.batch * s.image_size**2 / 1e3  # a ResNet-56 forward and backward
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        def pooled(branch: str, depth: int, key: str) -> list[float]:  # every seed x direction
+            return [v for r in runs.where(name=branch, depth=depth) for v in r.curve(key)]
+
+        stacks = {
+            b: {d: StackRatios(pooled(b, d, "residual"), pooled(b, d, "plain")) for d in s.depths}
+            for b in BRANCHES
         }
-        rows: list[list[Any]] = []
-        for seed in ctx.seeds:
-            cfg = {"rho": RHO, "dim": dim, "directions": n_dirs, "depths": list(DEPTHS)}
-            with ctx.run(f"C02 bounded stacks seed {seed}", cfg, seed=seed) as run_id:
-                gen = torch.Generator().manual_seed(seed)
-                results: dict[str, Any] = {}
-                for branch, (phi, w_kind) in BRANCHES.items():
-                    for depth in DEPTHS:
-                        weights = spectral_weights(depth, dim, RHO, gen, w_kind)
-                        x0 = torch.randn(n_dirs, dim, generator=gen, dtype=torch.float64)
-                        g = torch.randn(n_dirs, dim, generator=gen, dtype=torch.float64)
-                        for kind in ("residual", "plain"):
-                            r = gradient_ratio(weights, x0, g, kind == "residual", phi).tolist()
-                            ratios[branch][str(depth)][kind].extend(r)
-                            results[f"{branch}_L{depth}_{kind}_min"] = min(r)
-                            results[f"{branch}_L{depth}_{kind}_max"] = max(r)
-                ctx.store.finish_run(run_id, "completed", results=results)
-        for branch in BRANCHES:
-            for depth in DEPTHS:
-                res, pl = (
-                    ratios[branch][str(depth)]["residual"],
-                    ratios[branch][str(depth)]["plain"],
-                )
-                lo_b, hi_b = (1 - RHO) ** depth, RHO**depth
-                rows.append([
-                    branch, depth, f"{lo_b:.3g}", f"{min(res):.3g}", f"{max(res):.3g}",
-                    f"{(1 + RHO) ** depth:.3g}", f"{max(pl):.3g}", f"{hi_b:.3g}",
-                ])  # fmt: skip
-                ev.numbers[f"{branch}_L{depth}_residual_min"] = min(res)
-                ev.numbers[f"{branch}_L{depth}_plain_max"] = max(pl)
-        ev.series["ratios"] = ratios
-        ev.series["rho"] = RHO
-        ev.tables.append(
-            Table(
-                f"Gradient-norm ratio ||dL/dx_0|| / ||dL/dx_L|| of norm-bounded stacks (rho = "
-                f"{RHO}, width {dim}, {n_dirs} directions x {len(ctx.seeds)} seeds)",
-                [
-                    "branch",
-                    "L",
-                    "(1-rho)^L",
-                    "residual min",
-                    "residual max",
-                    "(1+rho)^L",
-                    "plain max",
-                    "rho^L",
-                ],
-                rows,
-                "residual must stay >= (1-rho)^L (and <= (1+rho)^L); plain must stay <= rho^L",
+        networks = {
+            m: Network([r.curve("param_grad") for r in runs.where(name=m)],
+                       [r.curve("output_grad") for r in runs.where(name=m)])
+            for m in REAL_MODELS
+        }  # fmt: skip
+        data = f"MNIST {s.image_size}x{s.image_size}, batch {s.batch}"
+        return Result(s.rho, s.dim, s.directions, data, stacks, networks, runs.seeds)
+
+    def checks(self, r: Result) -> list[Check]:
+        broken = [
+            f"{branch} {msg}"
+            for branch, by_depth in r.stacks.items()
+            for depth, q in by_depth.items()
+            for msg in bound_violations(q.residual, q.plain, depth, r.rho, ROUND_SLACK)
+        ]
+        r_res, r_pl = r.networks["resnet56"].param_ratios(), r.networks["plain56"].param_ratios()
+        res_kept = all(1 / MODEST <= v <= MODEST for v in r_res)
+        plain_off = all(
+            abs(math.log10(p)) >= abs(math.log10(q)) + DECADES_FURTHER for p, q in zip(r_pl, r_res)
+        )
+        return [
+            Check("bounded stacks: residual ratio >= (1-rho)^L and plain ratio <= rho^L",
+                  not broken, "; ".join(broken[:4]) or "every ratio within its bound"),
+            Check(f"ResNet-56 ratio within {MODEST:g}x", res_kept, f"ResNet-56 {_fmt(r_res)}"),
+            Check(f"plain-56 at least {DECADES_FURTHER:g} decade(s) further off", plain_off,
+                  f"plain-56 {_fmt(r_pl)} vs ResNet-56 {_fmt(r_res)}"),
+        ]  # fmt: skip
+
+    def detail(self, r: Result) -> str:
+        rho, depths = r.rho, sorted(r.stacks["linear"])
+        res, pl = r.networks["resnet56"], r.networks["plain56"]
+        l24 = ""
+        if 24 in depths:
+            lin, worst = r.stacks["linear"][24], r.stacks["worst"][24]
+            l24 = (
+                f" (L=24, rho={rho:g}: random W x residual min {min(lin.residual):.3g} vs bound "
+                f"{(1 - rho) ** 24:.3g}, plain max {max(lin.plain):.3g} vs {rho**24:.3g}; extremal "
+                f"W=-rho*I residual {min(worst.residual):.3g}, plain {max(worst.plain):.3g})"
             )
+        return (
+            f"Bounded stacks over L in {depths}{l24}. At init, first/last block parameter-gradient "
+            f"ratio: ResNet-56 {_fmt(res.param_ratios())}, plain-56 {_fmt(pl.param_ratios())} "
+            f"(plain gradient {_direction(pl.param_ratios())}; block-output gradient ratios "
+            f"ResNet-56 {_fmt(res.act_ratios())}, plain-56 {_fmt(pl.act_ratios())})."
         )
 
-        # (2) real networks at initialisation
-        mnist = load_mnist(size=None if size == 28 else size)
-        x, y = mnist.train.tensors[0][:batch], mnist.train.tensors[1][:batch]
-        curves: dict[str, dict[str, list[list[float]]]] = {
-            m: {"activation": [], "parameter": []} for m in REAL_MODELS
-        }
-        real_rows: list[list[Any]] = []
-        for seed in ctx.seeds:
-            real_cfg = {"models": list(REAL_MODELS), "data": f"MNIST {size}x{size}", "batch": batch}
-            with ctx.run(
-                f"C02 ResNet-56 vs plain-56 at init seed {seed}", real_cfg, seed=seed
-            ) as rid:
-                results = {}
-                for name in REAL_MODELS:
-                    torch.manual_seed(seed)
-                    model = create_model(name, in_channels=1)
-                    act_g, par_g = block_gradient_norms(model, x, y)
-                    curves[name]["activation"].append(act_g)
-                    curves[name]["parameter"].append(par_g)
-                    r_par, r_act = par_g[0] / par_g[-1], act_g[0] / act_g[-1]
-                    results[f"{name}_param_ratio"] = r_par
-                    results[f"{name}_act_ratio"] = r_act
-                    real_rows.append([seed, name, f"{r_par:.3g}", f"{r_act:.3g}"])
-                ctx.store.finish_run(rid, "completed", results=results)
-        ev.series["curves"] = curves
-        for name in REAL_MODELS:
-            par = [c[0] / c[-1] for c in curves[name]["parameter"]]
-            out = [c[0] / c[-1] for c in curves[name]["activation"]]
-            ev.series[f"{name}_param_ratio"] = par
-            ev.series[f"{name}_act_ratio"] = out
-            ev.numbers[f"{name}_param_ratio_gmean"] = float(np.exp(np.mean(np.log(par))))
-            ev.numbers[f"{name}_act_ratio_gmean"] = float(np.exp(np.mean(np.log(out))))
-        ev.tables.append(
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {}
+        for branch, by_depth in r.stacks.items():
+            for depth, q in by_depth.items():
+                out[f"{branch}_L{depth}_residual_min"] = min(q.residual)
+                out[f"{branch}_L{depth}_plain_max"] = max(q.plain)
+        for name, net in r.networks.items():
+            out[f"{name}_param_ratio_gmean"] = _gmean(net.param_ratios())
+            out[f"{name}_act_ratio_gmean"] = _gmean(net.act_ratios())
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
+        rho, rows = r.rho, []
+        for branch, by_depth in r.stacks.items():
+            for d, q in by_depth.items():
+                rows.append([
+                    branch, d, f"{(1 - rho) ** d:.3g}", f"{min(q.residual):.3g}",
+                    f"{max(q.residual):.3g}", f"{(1 + rho) ** d:.3g}", f"{max(q.plain):.3g}",
+                    f"{rho**d:.3g}",
+                ])  # fmt: skip
+        real_rows = [
+            [seed, name, f"{net.param_ratios()[i]:.3g}", f"{net.act_ratios()[i]:.3g}"]
+            for i, seed in enumerate(r.seeds)
+            for name, net in r.networks.items()
+        ]
+        return [
             Table(
-                f"Real networks at init (MNIST {size}x{size}, batch {batch}, train-mode BN): "
-                "first-block / last-block gradient norm",
+                f"Gradient-norm ratio ||dL/dx_0|| / ||dL/dx_L|| of norm-bounded stacks (rho = "
+                f"{rho}, width {r.dim}, {r.directions} directions x {len(r.seeds)} seeds)",
+                ["branch", "L", "(1-rho)^L", "residual min", "residual max", "(1+rho)^L",
+                 "plain max", "rho^L"],
+                rows,
+                "residual must stay >= (1-rho)^L (and <= (1+rho)^L); plain must stay <= rho^L",
+            ),
+            Table(
+                f"Real networks at init ({r.data}, train-mode BN): first-block / last-block "
+                "gradient norm",
                 ["seed", "model", "parameter-gradient ratio", "block-output-gradient ratio"],
                 real_rows,
                 "ratio > 1: the gradient is larger near the input than near the output. Block "
                 "outputs of different stages differ in size (16x28x28 vs 64x7x7), so the "
                 "parameter ratio is the one the criterion uses.",
-            )
-        )
-        return ev
+            ),
+        ]  # fmt: skip
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        ratios = evidence.series["ratios"]
-        rho = float(evidence.series["rho"])
-        broken: list[str] = []
-        for act, by_depth in ratios.items():
-            for depth_s, kinds in by_depth.items():
-                depth = int(depth_s)
-                lo_b, hi_b = (1 - rho) ** depth, rho**depth
-                if min(kinds["residual"]) < lo_b * (1 - ROUND_SLACK):
-                    broken.append(
-                        f"{act} L={depth}: residual {min(kinds['residual']):.3g} < {lo_b:.3g}"
-                    )
-                if max(kinds["plain"]) > hi_b * (1 + ROUND_SLACK):
-                    broken.append(f"{act} L={depth}: plain {max(kinds['plain']):.3g} > {hi_b:.3g}")
-        r_res = evidence.series["resnet56_param_ratio"]
-        r_pl = evidence.series["plain56_param_ratio"]
-        res_kept = all(1 / MODEST <= r <= MODEST for r in r_res)
-        plain_off = all(
-            abs(math.log10(p)) >= abs(math.log10(r)) + DECADES_FURTHER for p, r in zip(r_pl, r_res)
-        )
-        direction = "grows toward the input" if min(r_pl) > 1 else "decays toward the input"
-        if max(r_pl) > 1 > min(r_pl):
-            direction = "changes direction between seeds"
-        n = evidence.numbers
-        l24 = (
-            f"L=24, rho={rho:g}: random W x residual min {n['linear_L24_residual_min']:.3g} vs "
-            f"bound {(1 - rho) ** 24:.3g}, plain max {n['linear_L24_plain_max']:.3g} vs "
-            f"{rho**24:.3g}; extremal W=-rho*I residual {n['worst_L24_residual_min']:.3g}, "
-            f"plain {n['worst_L24_plain_max']:.3g}"
-        )
-        detail = (
-            f"Bounded stacks: {'all bounds respected' if not broken else 'bounds broken'} "
-            f"over L in {sorted(int(d) for d in next(iter(ratios.values())))} ({l24}). "
-            f"At init, first/last block parameter-gradient ratio: ResNet-56 "
-            f"{_fmt(r_res)}, plain-56 {_fmt(r_pl)} (plain gradient {direction}; block-output "
-            f"gradient ratios ResNet-56 {_fmt(evidence.series['resnet56_act_ratio'])}, plain-56 "
-            f"{_fmt(evidence.series['plain56_act_ratio'])})."
-        )
-        if broken:
-            return Verdict("fails", f"bound violated: {'; '.join(broken[:4])}. {detail}")
-        if res_kept and plain_off:
-            return Verdict("holds", detail)
-        missing = [
-            what
-            for what, ok in (
-                (f"ResNet-56 ratio within {MODEST:g}x", res_kept),
-                (f"plain-56 at least {DECADES_FURTHER:g} decade(s) further off", plain_off),
-            )
-            if not ok
-        ]
-        return Verdict("fails", f"not observed: {', '.join(missing)}. {detail}")
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        ratios = evidence.series["ratios"]
-        rho = float(evidence.series["rho"])
-        fig, axes = _plot.subplots(2, len(ratios), width=4.6, height=3.8)
-        for col, (act, by_depth) in enumerate(ratios.items()):
-            depths = sorted(int(d) for d in by_depth)
-            grid = np.linspace(min(depths), max(depths), 200)
-            branch = BRANCH_LABELS.get(act, act)
-            for row, kinds in ((0, ("residual", "plain")), (1, ("residual",))):
-                ax = axes[row][col]
-                ax.semilogy(grid, (1 + rho) ** grid, color=_plot.REFERENCE, ls=":", zorder=3,
-                            label="(1+ρ)^L upper bound, residual")  # fmt: skip
-                ax.semilogy(grid, (1 - rho) ** grid, color=_plot.REFERENCE, ls="--", zorder=3,
-                            label="(1-ρ)^L lower bound, residual")  # fmt: skip
-                if row == 0:
-                    ax.semilogy(grid, rho**grid, color=_plot.REFERENCE, ls="-.", zorder=3,
-                                label="ρ^L upper bound, plain")  # fmt: skip
-                for kind in kinds:
-                    color = _plot.RESIDUAL if kind == "residual" else _plot.PLAIN
-                    vals = [np.asarray(by_depth[str(d)][kind]) for d in depths]
-                    if row == 1:  # every measured ratio, slightly spread out to be seen
-                        for d, v in zip(depths, vals):
-                            jitter = np.linspace(-1.5, 1.5, len(v))
-                            ax.scatter(d + jitter, v, s=8, color=color, alpha=0.6)
-                    ax.fill_between(depths, [v.min() for v in vals], [v.max() for v in vals],
-                                    color=color, alpha=0.25)  # fmt: skip
-                    ax.semilogy(depths, [np.exp(np.log(v).mean()) for v in vals], marker="o",
-                                color=color, label=f"{kind}: geo. mean, band min-max")  # fmt: skip
-                ax.set(
-                    title=f"{branch}, ||W||₂ = ρ = {rho:g}" if row == 0
-                    else f"{branch}: residual stacks, zoomed",
-                    xlabel="depth L (blocks)",
-                    ylabel="||dL/dx₀|| / ||dL/dx_L||",
-                    xticks=depths,
-                )  # fmt: skip
-                ax.legend(loc="lower left", fontsize=7.5)
-        _plot.save(fig, outdir / "ratio_vs_depth.png")
-
-        curves = evidence.series["curves"]
-        fig, axes = _plot.subplots(1, 2, width=5.0, height=3.9)
-        for ax, key, ylabel, title in (
-            (axes[0][0], "parameter", "||dL/dθ|| of the block", "per block: parameter gradient"),
-            (axes[0][1], "activation", "||dL/d(block output)||", "per block: output gradient"),
-        ):
-            for name in REAL_MODELS:
-                arr = np.asarray(curves[name][key])  # (seeds, blocks)
-                start = 1 if key == "parameter" else 0  # activation index 0 is the stem
-                xs = np.arange(start, start + arr.shape[1])
-                color = _plot.RESIDUAL if name.startswith("res") else _plot.PLAIN
-                label = "ResNet-56" if name.startswith("res") else "plain-56"
-                ax.fill_between(xs, arr.min(0), arr.max(0), color=color, alpha=0.25)
-                ax.semilogy(xs, np.exp(np.log(arr).mean(0)), color=color, lw=2, label=label)
-            per_stage = len(curves[REAL_MODELS[0]]["parameter"][0]) // 3
-            for boundary in (per_stage + 0.5, 2 * per_stage + 0.5):  # 16 -> 32 -> 64 channels
-                ax.axvline(boundary, color=_plot.REFERENCE, lw=0.8, ls=":")
-            ax.set(
-                title=f"{title} at init",
-                xlabel="block (0 = stem; input side left)"
-                if start == 0
-                else "block (input side left)",
-                ylabel=ylabel,
-            )
-            ax.legend()
-        _plot.save(fig, outdir / "per_block_gradients.png")
-        r_res = evidence.series["resnet56_param_ratio"]
-        r_pl = evidence.series["plain56_param_ratio"]
-        plain_way = "grows toward the input" if min(r_pl) > 1 else "does not grow uniformly"
-        if max(r_pl) < 1:
-            plain_way = "decays toward the input"
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
+        stacks = {
+            BRANCH_LABELS[b]: {d: (q.residual, q.plain) for d, q in by_depth.items()}
+            for b, by_depth in r.stacks.items()
+        }
+        plot_ratios(stacks, r.rho, outdir / "ratio_vs_depth.png")
+        per_stage = len(r.networks["resnet56"].parameter[0]) // 3  # 16 -> 32 -> 64 channels
+        plot_block_gradients(
+            {label: (r.networks[m].parameter, r.networks[m].activation)
+             for m, label in (("resnet56", "ResNet-56"), ("plain56", "plain-56"))},
+            outdir / "per_block_gradients.png",
+            boundaries=(per_stage + 0.5, 2 * per_stage + 0.5),
+        )  # fmt: skip
+        r_res, r_pl = r.networks["resnet56"].param_ratios(), r.networks["plain56"].param_ratios()
         return [
             Figure(
                 "ratio_vs_depth.png",
                 f"Input/output gradient-norm ratio of stacks whose branch Jacobian norm is held "
-                f"at ρ = {rho:g}, against depth (log scale), with the bounds derived in the math "
+                f"at ρ = {r.rho:g}, against depth (log scale), with the bounds derived in the math "
                 "section. Bottom: the residual stacks alone, every measured ratio as a dot.",
             ),
             Figure(
                 "per_block_gradients.png",
                 "ResNet-56 vs plain-56 at initialisation on one MNIST batch (train-mode BN): "
                 "gradient norm per block against depth (line: geometric mean over seeds, band: "
-                f"min-max; dotted: stage changes). Plain-56's gradient {plain_way} (first/last "
-                f"block parameter-gradient ratio {_fmt(r_pl)}); ResNet-56's ratio {_fmt(r_res)}.",
+                "min-max; dotted: stage changes; output gradient 0: the stem's output). Plain-56's "
+                f"gradient {_direction(r_pl)} (first/last block parameter-gradient ratio "
+                f"{_fmt(r_pl)}); ResNet-56's ratio {_fmt(r_res)}.",
             ),
         ]
+
+
+def _direction(ratios: list[float]) -> str:
+    if max(ratios) > 1 > min(ratios):
+        return "changes direction between seeds"
+    return "grows toward the input" if min(ratios) > 1 else "decays toward the input"
+
+
+def _gmean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
 
 
 def _fmt(values: list[float]) -> str:

@@ -11,6 +11,7 @@ blocks of two layers each has ``2^n`` paths whose lengths are ``2 + 2 k`` with
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,86 @@ import torch
 from scipy import stats
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
 from skiplab.diagnostics import chain_path_stats, find_skips, graph_paths, model_block_paths
 from skiplab.models import create_model
 
-N_NEURONS = 101
+CHAINS = ("chain", "shortcut")  # the chain alone, and with the first-to-last shortcut
+NETWORKS = ("plain", "resnet")  # a plain network and its ResNet twin (skip=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    neurons: int = 101  # the article's chain: 100 hops end to end
+    depths: tuple[int, ...] = (56,)  # He et al. 2015's deepest CIFAR pair traced on a CPU in 1 s
+    image_size: int = 16  # the input only has to trace: path counts do not depend on it
+
+
+SCALES = {
+    "tiny": Settings(depths=(20,)),
+    "quick": Settings(),
+    "full": Settings(depths=(56, 110)),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    graph: str  # chain, shortcut (chain + edge (0, N-1)), plain or resnet (a traced network)
+    size: int  # neurons of the chain, or depth of the network
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """Exact path statistics of one graph; per-index series are logged as steps."""
+    if c.graph in CHAINS:
+        shortcut = (0, c.size - 1) if c.graph == "shortcut" else None
+        chain = nx.path_graph(c.size)
+        chain.add_edges_from([shortcut] if shortcut else [])
+        for neuron, hops in nx.single_source_shortest_path_length(chain, 0).items():
+            run.log(neuron, hops=hops)  # shortest path from neuron 0
+        return chain_path_stats(c.size, shortcut)
+    skip = c.graph == "resnet"
+    model = run.build(lambda: create_model("resnet_cifar", depth=c.size, skip=skip))
+    x = run.put(torch.randn(2, 3, s.image_size, s.image_size, generator=run.generator()))
+    report = find_skips(model, (x,))
+    if report.traced is None:
+        raise RuntimeError(f"could not trace {c.graph}{c.size}: {report.note}")
+    graph, blocks = graph_paths(report.traced), model_block_paths(model)
+    for length, count in enumerate(graph.counts):
+        run.log(length, paths=count)  # input-output paths of this many weight layers
+    for branches, count in enumerate(blocks.counts):
+        run.log(branches, block_paths=count)  # block-level paths through this many branches
+    return {"graph": graph.as_dict(), "blocks": blocks.as_dict(), "merges": len(report.merges)}
+
+
+@dataclass
+class ChainResult:
+    diameter: float
+    average: float
+    hops: list[float]  # shortest path from neuron 0 to each neuron
+
+
+@dataclass
+class GraphResult:  # input-output paths of one traced network, lengths in weight layers
+    total: float
+    longest: float
+    mean: float
+    shortest: float
+    counts: list[float]  # counts[L]: paths of length L
+    blocks: int  # blocks on the block-level path chain
+    binomial_maxdiff: float  # block paths vs Binomial(blocks, 1/2), largest difference
+
+
+@dataclass
+class Result(Summary):
+    neurons: int
+    chains: dict[str, ChainResult]  # chain, shortcut
+    graphs: dict[int, dict[str, GraphResult]]  # depth -> plain / resnet
+    seeds: list[int]
 
 
 @register_claim
-class SmallWorld(Claim):
+class SmallWorld(Claim[Settings, Condition, Result]):
     id = "C08"
     slug = "small-world"
     title = "One shortcut turns a long chain into a small world"
@@ -61,53 +133,99 @@ class SmallWorld(Claim):
         "Veit, Wilber & Belongie 2016, Residual Networks Behave Like Ensembles of Relatively "
         "Shallow Networks",
     )
-    default_seeds = {"tiny": 1, "quick": 1, "full": 1}
+    default_seeds = {"tiny": 1, "quick": 1, "full": 1}  # exact counts: every seed is the same
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        depths = ctx.pick(tiny=[20], quick=[56], full=[56, 110])
-        ev = Evidence(seeds=ctx.seeds)
-        with ctx.run("C08 chain", {"neurons": N_NEURONS}) as run_id:
-            chain = chain_path_stats(N_NEURONS)
-            ring = chain_path_stats(N_NEURONS, (0, N_NEURONS - 1))
-            ctx.store.finish_run(run_id, "completed", results={"chain": chain, "ring": ring})
-        ev.numbers.update(
-            chain_diameter=chain["diameter"], chain_average=chain["average"],
-            shortcut_diameter=ring["diameter"], shortcut_average=ring["average"],
-        )  # fmt: skip
-        ev.series["distance_chain"] = _distances(N_NEURONS, None)
-        ev.series["distance_shortcut"] = _distances(N_NEURONS, (0, N_NEURONS - 1))
+    def conditions(self, s: Settings) -> list[Condition]:
+        chains = [Condition(g, s.neurons) for g in CHAINS]
+        return chains + [Condition(g, d) for d in s.depths for g in NETWORKS]
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        return 1.0 if c.graph in CHAINS else c.size / 10  # tracing grows with depth
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        chains = {}
+        for g in CHAINS:
+            r = runs.where(graph=g).records[0]  # exact: every seed measures the same
+            chains[g] = ChainResult(r.get("diameter"), r.get("average"), r.curve("hops"))
+        graphs: dict[int, dict[str, GraphResult]] = {}
+        for depth in s.depths:
+            graphs[depth] = {}
+            for g in NETWORKS:
+                r = runs.where(graph=g, size=depth).records[0]
+                gp, counts = r.get("graph"), np.asarray(r.get("blocks")["counts"], dtype=float)
+                n = len(counts) - 1
+                binom = stats.binom.pmf(np.arange(n + 1), n, 0.5)
+                graphs[depth][g] = GraphResult(
+                    gp["total"], gp["longest"], gp["mean"], gp["shortest"], gp["counts"], n,
+                    float(np.abs(counts / counts.sum() - binom).max()),
+                )  # fmt: skip
+        return Result(s.neurons, chains, graphs, runs.seeds)
+
+    def checks(self, r: Result) -> list[Check]:
+        chain, ring = r.chains["chain"], r.chains["shortcut"]
+        cut = 1 - ring.average / chain.average
+        out = [
+            Check(f"the shortcut halves the longest path exactly ({r.neurons - 1} -> "
+                  f"{(r.neurons - 1) // 2})", chain.diameter == 2 * ring.diameter == r.neurons - 1,
+                  f"{chain.diameter:.0f} -> {ring.diameter:.0f} hops"),
+            Check("the shortcut cuts the average shortest path by at least 20%", cut >= 0.2,
+                  f"{chain.average:.2f} -> {ring.average:.2f} hops, {100 * cut:.1f}% shorter"),
+        ]  # fmt: skip
+        for depth, g in r.graphs.items():
+            plain, res = g["plain"], g["resnet"]
+            ratio = res.mean / plain.mean
+            out += [
+                Check(f"ResNet-{depth} keeps plain-{depth}'s longest path",
+                      res.longest == plain.longest, f"{res.longest:.0f} vs {plain.longest:.0f}"),
+                Check(f"ResNet-{depth}'s mean path is at most 0.6 of plain-{depth}'s",
+                      ratio <= 0.6, f"ratio {ratio:.2f}"),
+                Check(f"ResNet-{depth}'s block paths follow Binomial({res.blocks}, 1/2)",
+                      res.binomial_maxdiff < 1e-12, f"max diff {res.binomial_maxdiff:.1e}"),
+            ]  # fmt: skip
+        return out
+
+    def detail(self, r: Result) -> str:
+        chain, ring = r.chains["chain"], r.chains["shortcut"]
+        nets = "; ".join(
+            f"resnet{d}: {g['resnet'].total:.4g} paths, mean {g['resnet'].mean:.1f} vs plain{d}: "
+            f"1 path of {g['plain'].longest:.0f} layers (ratio "
+            f"{g['resnet'].mean / g['plain'].mean:.2f}); block paths vs "
+            f"Binomial({g['resnet'].blocks}, 1/2): max diff {g['resnet'].binomial_maxdiff:.1e}"
+            for d, g in r.graphs.items()
+        )
+        cut = 1 - ring.average / chain.average
+        return (
+            f"chain diameter {chain.diameter:.0f} -> {ring.diameter:.0f}, average "
+            f"{chain.average:.2f} -> {ring.average:.2f} ({100 * cut:.1f}% shorter); {nets}"
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        chain, ring = r.chains["chain"], r.chains["shortcut"]
+        out = {"chain_diameter": chain.diameter, "chain_average": chain.average,
+               "shortcut_diameter": ring.diameter, "shortcut_average": ring.average}  # fmt: skip
+        for depth, by in r.graphs.items():
+            for g, p in by.items():
+                stats = (("total", p.total), ("longest", p.longest), ("mean", p.mean),
+                         ("shortest", p.shortest))  # fmt: skip
+                out |= {f"{g}{depth}_paths_{k}": float(v) for k, v in stats}
+            res = by["resnet"]
+            out |= {f"resnet{depth}_binomial_maxdiff": res.binomial_maxdiff,
+                    f"resnet{depth}_blocks": float(res.blocks)}  # fmt: skip
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
+        chain, ring = r.chains["chain"], r.chains["shortcut"]
         rows: list[list[Any]] = [
-            ["101-neuron chain", 1, chain["diameter"], chain["average"], "-"],
-            ["chain + shortcut (0, 100)", "-", ring["diameter"], ring["average"], "-"],
+            [f"{r.neurons}-neuron chain", 1, chain.diameter, chain.average, "-"],
+            [f"chain + shortcut (0, {r.neurons - 1})", "-", ring.diameter, ring.average, "-"],
         ]
-        graphs: dict[str, Any] = {}
-        for depth in depths:
-            for skip in (False, True):
-                name = f"{'resnet' if skip else 'plain'}{depth}"
-                with ctx.run(f"C08 graph {name}", {"depth": depth, "skip": skip}) as run_id:
-                    torch.manual_seed(0)
-                    model = create_model("resnet_cifar", depth=depth, skip=skip)
-                    report = find_skips(model, (torch.randn(2, 3, 16, 16),))
-                    if report.traced is None:
-                        raise RuntimeError(f"could not trace {name}: {report.note}")
-                    gp = graph_paths(report.traced).as_dict()
-                    bp = model_block_paths(model).as_dict()
-                    ctx.store.finish_run(run_id, "completed", results={"graph": gp, "blocks": bp})
-                graphs[name] = {"graph": gp, "blocks": bp, "merges": len(report.merges)}
-                rows.append([f"{name} computation graph", gp["total"], gp["longest"], gp["mean"], gp["shortest"]])  # fmt: skip
-                for key in ("total", "longest", "mean", "shortest"):
-                    ev.numbers[f"{name}_paths_{key}"] = float(gp[key])
-                if skip:
-                    n = len(bp["counts"]) - 1
-                    binom = stats.binom.pmf(np.arange(n + 1), n, 0.5)
-                    counts = np.asarray(bp["counts"], dtype=float)
-                    ev.numbers[f"{name}_binomial_maxdiff"] = float(
-                        np.abs(counts / counts.sum() - binom).max()
-                    )
-                    ev.numbers[f"{name}_blocks"] = float(n)
-        ev.series["graphs"] = graphs
-        ev.series["depths"] = depths
-        ev.tables.append(
+        for depth, by in r.graphs.items():
+            for g, p in by.items():
+                rows.append([f"{g}{depth} computation graph", p.total, p.longest, p.mean,
+                             p.shortest])  # fmt: skip
+        return [
             Table(
                 "Path statistics (exact)",
                 ["graph", "paths", "longest", "average", "shortest"],
@@ -115,75 +233,33 @@ class SmallWorld(Claim):
                 "chain rows: shortest-path distances between all node pairs (hops); model rows: "
                 "input-output paths of the traced computation graph, length in weight layers",
             )
-        )
-        return ev
+        ]
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        n = evidence.numbers
-        halved = n["chain_diameter"] == 2 * n["shortcut_diameter"] == N_NEURONS - 1
-        cut = 1 - n["shortcut_average"] / n["chain_average"]
-        ok_graph, details = True, []
-        for depth in evidence.series["depths"]:
-            p, r = f"plain{depth}", f"resnet{depth}"
-            same_longest = n[f"{r}_paths_longest"] == n[f"{p}_paths_longest"]
-            ratio = n[f"{r}_paths_mean"] / n[f"{p}_paths_mean"]
-            binom = n[f"{r}_binomial_maxdiff"] < 1e-12
-            ok_graph &= same_longest and ratio <= 0.6 and binom
-            details.append(
-                f"{r}: {n[f'{r}_paths_total']:.4g} paths, mean {n[f'{r}_paths_mean']:.1f} vs "
-                f"{p}: 1 path of {n[f'{p}_paths_longest']:.0f} layers (ratio {ratio:.2f}); "
-                f"block paths vs Binomial({n[f'{r}_blocks']:.0f}, 1/2): max diff "
-                f"{n[f'{r}_binomial_maxdiff']:.1e}"
-            )
-        detail = (
-            f"chain diameter {n['chain_diameter']:.0f} -> {n['shortcut_diameter']:.0f}, average "
-            f"{n['chain_average']:.2f} -> {n['shortcut_average']:.2f} ({100 * cut:.1f}% shorter); "
-            + "; ".join(details)
-        )
-        if halved and cut >= 0.2 and ok_graph:
-            return Verdict("holds", detail)
-        return Verdict("fails", detail)
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 2, width=5.2, height=3.7)
         ax = axes[0][0]
-        ax.plot(evidence.series["distance_chain"], color=_plot.PLAIN, lw=2, label="chain")
-        ax.plot(
-            evidence.series["distance_shortcut"],
-            color=_plot.RESIDUAL,
-            lw=2,
-            label="chain + shortcut (0, 100)",
-        )
+        ax.plot(r.chains["chain"].hops, color=_plot.PLAIN, lw=2, label="chain")
+        ax.plot(r.chains["shortcut"].hops, color=_plot.RESIDUAL, lw=2,
+                label=f"chain + shortcut (0, {r.neurons - 1})")  # fmt: skip
         ax.set(title="hops from neuron 0", xlabel="neuron", ylabel="shortest path (hops)")
         ax.legend()
         ax = axes[0][1]
-        depth = evidence.series["depths"][-1]
-        for skip, color in ((False, _plot.PLAIN), (True, _plot.RESIDUAL)):
-            name = f"{'resnet' if skip else 'plain'}{depth}"
-            counts = np.asarray(evidence.series["graphs"][name]["graph"]["counts"], dtype=float)
+        depth = max(r.graphs)
+        for g, color in (("plain", _plot.PLAIN), ("resnet", _plot.RESIDUAL)):
+            counts = np.asarray(r.graphs[depth][g].counts, dtype=float)
             lengths = np.nonzero(counts)[0]
             ax.bar(lengths, counts[lengths] / counts.sum(), width=1.6, color=color, alpha=0.8,
-                   label=f"{name}: {counts.sum():.3g} path(s)")  # fmt: skip
-        ax.set(
-            title="input-output path lengths",
-            xlabel="path length (weight layers)",
-            ylabel="fraction of paths",
-        )
+                   label=f"{g}{depth}: {counts.sum():.3g} path(s)")  # fmt: skip
+        ax.set(title="input-output path lengths", xlabel="path length (weight layers)",
+               ylabel="fraction of paths")  # fmt: skip
         ax.legend()
         _plot.save(fig, outdir / "paths.png")
         return [
             Figure(
                 "paths.png",
-                "Left: distance from the first neuron in a 101-neuron chain, with and without the "
-                "first-to-last shortcut. Right: path-length distribution of the traced computation "
-                f"graphs of plain-{depth} (one path) and ResNet-{depth} (2^n paths, binomial).",
+                f"Left: distance from the first neuron in a {r.neurons}-neuron chain, with and "
+                "without the first-to-last shortcut. Right: path-length distribution of the traced "
+                f"computation graphs of plain-{depth} (one path) and ResNet-{depth} (2^n paths, "
+                "binomial).",
             )
         ]
-
-
-def _distances(n: int, shortcut: tuple[int, int] | None) -> list[int]:
-    g = nx.path_graph(n)
-    if shortcut is not None:
-        g.add_edge(*shortcut)
-    d = nx.single_source_shortest_path_length(g, 0)
-    return [int(d[i]) for i in range(n)]

@@ -195,12 +195,17 @@ class Segmentation(_TensorTask):
         correct = float((logits.argmax(1) == y).float().mean(dim=(1, 2)).sum())
         return StepLoss(loss, len(y), {"pixel_acc": correct})
 
+    @torch.no_grad()
     def predict(self, model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Argmax masks ``(N, h, w)`` on the CPU, in batches of ``eval_batch_size``."""
-        parts = [
-            model(move(images[i : i + self.eval_batch_size], device)).argmax(1).cpu()
-            for i in range(0, len(images), self.eval_batch_size)
-        ]
+        """Argmax masks ``(N, h, w)`` on the CPU, in eval mode, in batches of
+        ``eval_batch_size``."""
+        from skiplab.diagnostics import eval_mode
+
+        with eval_mode(model):
+            parts = [
+                model(move(images[i : i + self.eval_batch_size], device)).argmax(1).cpu()
+                for i in range(0, len(images), self.eval_batch_size)
+            ]
         return torch.cat(parts)
 
     def metrics(self, model: nn.Module, device: torch.device) -> dict[str, float]:
