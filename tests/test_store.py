@@ -50,3 +50,15 @@ def test_not_a_database_is_a_clear_error(tmp_path):
     bad.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(StoreError, match="bad.sqlite"):
         Store(bad)
+
+
+def test_results_and_evidence_keep_the_order_they_were_written_in(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        rid = store.start_run("r", "claim", {"b": 1, "a": 2})
+        store.finish_run(rid, "completed", results={"by_depth": {"110": 1, "24": 2, "8": 3}})
+        store.save_verdict("C01", "x", "tiny", "holds", "ok", {"z": 1, "a": {"56": 0, "8": 1}},
+                           [0], [rid])  # fmt: skip
+        assert list(store.results(rid)["by_depth"]) == ["110", "24", "8"]
+        row = store.latest_verdict("C01", "tiny")
+        assert row is not None and list(row.evidence) == ["z", "a"]
+        assert list(row.evidence["a"]) == ["56", "8"]

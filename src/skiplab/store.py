@@ -123,8 +123,10 @@ class VerdictRow:
     seedset: str = "primary"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=_json_default)
+def _json(value: Any, sort_keys: bool = True) -> str:
+    """JSON text; configs sort their keys (one text per config), measured results and
+    evidence keep their order (a claim's tables and figures list things in its order)."""
+    return json.dumps(value, sort_keys=sort_keys, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -272,7 +274,7 @@ class Store:
             for key, value in (results or {}).items():
                 c.execute(
                     "INSERT OR REPLACE INTO results (run_id, key, value) VALUES (?, ?, ?)",
-                    (run_id, key, _json(value)),
+                    (run_id, key, _json(value, sort_keys=False)),
                 )
             c.execute(
                 "UPDATE runs SET status = ?, error = ?, finished = ?, wall_s = ? - started "
@@ -326,7 +328,7 @@ class Store:
             )
             c.executemany(
                 "INSERT OR REPLACE INTO results (run_id, key, value) VALUES (?, ?, ?)",
-                [(run_id, k, _json(v)) for k, v in (results or {}).items()],
+                [(run_id, k, _json(v, sort_keys=False)) for k, v in (results or {}).items()],
             )
         return run_id
 
@@ -435,7 +437,7 @@ class Store:
                 "INSERT INTO verdicts (claim, slug, scale, verdict, reason, evidence, seeds, "
                 "run_ids, wall_s, created, seedset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    claim, slug, scale, verdict, reason, _json(dict(evidence)),
+                    claim, slug, scale, verdict, reason, _json(dict(evidence), sort_keys=False),
                     _json(list(seeds)), _json(list(run_ids)), wall_s, time.time(), seedset,
                 ),
             )  # fmt: skip

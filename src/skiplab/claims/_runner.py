@@ -335,9 +335,15 @@ class Runs(Generic[C]):
         return len(self.records)
 
     def where(self, **match: Any) -> Runs[C]:
-        """Runs whose condition has every given field equal to the given value."""
+        """Runs whose condition has every given field equal to the given value (a condition
+        without such a field, of another kind, does not match)."""
+        missing = object()
         return Runs(
-            [r for r in self.records if all(getattr(r.condition, k) == v for k, v in match.items())]
+            [
+                r
+                for r in self.records
+                if all(getattr(r.condition, k, missing) == v for k, v in match.items())
+            ]
         )
 
     def one(self, **match: Any) -> RunRecord[C]:
