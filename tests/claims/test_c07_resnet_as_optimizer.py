@@ -1,53 +1,63 @@
-import numpy as np
-import pytest
-import torch
+import math
 
-from skiplab.claims import reproduce, select_claims
+from skiplab.claims import Evidence, Verdict, reproduce, select_claims
 from skiplab.claims.c07_resnet_as_optimizer import (
-    EqualityQP,
-    PrimalDualStep,
-    random_constrained_least_squares,
-    random_qp,
-    unrolled_distances,
+    SCALES,
+    Learned,
+    ResNetAsOptimizer,
+    Result,
+    Unrolled,
 )
 from skiplab.store import Store
 
 
-def test_kkt_fixed_point_of_the_residual_block():
-    rng = np.random.default_rng(0)
-    qp = random_qp(5, 2, rng)
-    star = torch.from_numpy(qp.kkt())[None]
-    step = PrimalDualStep(qp, alpha=0.1)
-    # the branch vanishes exactly at the KKT point, so z* = z* + f(z*)
-    assert step(star).abs().max() < 1e-12
-    y = star[0, :5].numpy()
-    np.testing.assert_allclose(qp.a @ y, qp.b, atol=1e-12)
+def _result(res_dist=1e-16, plain_dist=1e6, kkt=1e-15, cos_res=0.8, cos_plain=0.3):
+    def unrolled(dist):
+        return Unrolled([dist, dist], [0.7, 0.7], [30.0, 30.0], [[1.0, dist]] * 2)
+
+    def learned(cos):
+        return Learned([[cos, cos], [cos + 0.01, cos]], [[cos] * 2] * 2, [0.3, 0.3], [[1.0]] * 2)
+
+    return Result(
+        unrolled={p: {"residual": unrolled(res_dist), "plain": unrolled(plain_dist)}
+                  for p in ("qp", "cls")},
+        learned={"residual": learned(cos_res), "plain": learned(cos_plain)},
+        kkt_vs_nullspace=[kkt, kkt], seeds=[0, 1], settings=SCALES["tiny"],
+    )  # fmt: skip
 
 
-def test_constrained_least_squares_kkt_matches_null_space_solution():
-    problem, y_null = random_constrained_least_squares(6, 2, 24, np.random.default_rng(1))
-    np.testing.assert_allclose(problem.kkt()[:6], y_null, atol=1e-10)
+def _decide(r: Result) -> Verdict:
+    claim = ResNetAsOptimizer()
+    return Verdict.from_checks(claim.checks(r), claim.detail(r))
 
 
-def test_residual_iteration_converges_at_the_predicted_rate_plain_does_not():
-    qp = random_qp(6, 2, np.random.default_rng(2))
-    dist, rate = unrolled_distances(qp, 400, skip=True)
-    assert rate < 1 and dist[-1] < 1e-10
-    k = 40  # linear rate: the distance shrinks about like rate**k (up to a constant)
-    assert dist[k] < 50 * rate**k
-    plain, _ = unrolled_distances(qp, 400, skip=False)
-    assert plain[-1] > 0.5
+def test_criterion_holds_and_fails_on_each_part():
+    assert _decide(_result()).status == "holds"
+    assert _decide(_result(res_dist=1e-3)).status == "fails"  # the residual net misses KKT
+    assert _decide(_result(kkt=1e-6)).status == "fails"  # the two direct solves disagree
+    assert _decide(_result(plain_dist=0.1)).status == "fails"  # the plain twin reaches it too
+    v = _decide(_result(cos_res=0.3, cos_plain=0.3))  # ranges overlap: not more aligned
+    assert v.status == "fails" and "learned residual updates more aligned" in v.reason
 
 
-def test_bad_problem_shapes_are_named():
-    with pytest.raises(ValueError, match=r"needs Q \(n, n\)"):
-        EqualityQP(np.eye(3), np.zeros(3), np.ones((1, 2)), np.zeros(1))
+def test_a_diverged_solver_is_reported_not_hidden():
+    r = _result()
+    r.learned["plain"] = Learned([[], []], [[], []], [math.nan, math.nan], [[], []])
+    assert _decide(r).status == "fails"  # NaN cosines cannot be clearly below the residual ones
 
 
 def test_claim_holds_at_tiny_scale(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
         (out,) = reproduce(select_claims("C07"), scale="tiny", store=store, workdir=tmp_path)
         assert out.status == "holds", out.reason
-        num = store.latest_verdict("C07", "tiny").evidence["numbers"]
-    assert num["qp_residual_final_dist"] < 1e-6 and num["cls_residual_final_dist"] < 1e-6
-    assert num["learned_residual_cos_grad"] > num["learned_plain_cos_grad"] + 0.2
+        row = store.latest_verdict("C07", "tiny")
+        assert row is not None
+        num = row.evidence["numbers"]
+        assert num["qp_residual_final_dist"] < 1e-6 and num["cls_residual_final_dist"] < 1e-6
+        assert num["learned_residual_cos_grad"] > num["learned_plain_cos_grad"] + 0.2
+        assert len(row.run_ids) == 6
+        assert all(store.run(r).status == "completed" for r in row.run_ids)
+        assert all(store.metrics(r) for r in row.run_ids)  # every run logged per-step metrics
+        figs = select_claims("C07")[0].report_figures(Evidence.from_dict(row.evidence), tmp_path)
+        assert [f.path for f in figs] == ["resnet_optimizer.png"]
+        assert (tmp_path / "resnet_optimizer.png").stat().st_size > 10_000

@@ -9,15 +9,18 @@ layer by layer in a real 40-layer MLP at initialisation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from matplotlib.ticker import MaxNLocator
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
-from skiplab.claims._stats import clearly_greater, summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import clearly_greater, describe
+from skiplab.data import load_mnist1d
 from skiplab.diagnostics import (
     gaussian_mi,
     ksg_mi,
@@ -25,43 +28,137 @@ from skiplab.diagnostics import (
     linear_block_mi,
     stacked_mutual_information,
 )
+from skiplab.diagnostics.linear_gaussian import make_branch, noisy_copy_information, sample_stack
 from skiplab.models import create_model
 
 FAMILIES = ("zero", "low-rank", "random")
+MODELS = ("residual", "plain")
+# what one linear run measures (nats): one block, closed form and Gaussian plug-in estimate;
+# one 2-D block, closed form and KSG; check_depth blocks, closed and Gaussian; depth blocks
+NUMBERS = ("closed", "gauss", "closed2", "ksg", "stack_closed", "stack_gauss", "deep")
 NOISE = 0.5  # per-block noise std of the linear-Gaussian study
 KSG_NOISE = 0.7  # keeps the KSG check below ~2 nats, where its downward bias is small
 READOUT_NOISE = 0.1  # noise-to-signal ratio of the real-model read-out
 GAUSS_TOL = (0.05, 0.03)  # |estimate - closed form| <= 0.05 + 3% of the closed form
 KSG_TOL = 0.15  # nats
+COV_2 = np.diag([1.5, 0.75])  # the 2-D input of the KSG check
 
 
-def make_branch(family: str, d: int, rng: np.random.Generator) -> np.ndarray:
-    """A linear branch ``F`` (d x d): zero, rank 2 (rank 1 when d <= 2), or Gaussian with
-    ``E |F v|^2 = |v|^2`` (entries ``N(0, 1/d)``, so the plain block preserves variance)."""
-    if family == "zero":
-        return np.zeros((d, d))
-    if family == "low-rank":
-        r = 1 if d <= 2 else 2
-        return rng.standard_normal((d, r)) @ rng.standard_normal((r, d)) / d
-    if family == "random":
-        return rng.standard_normal((d, d)) / np.sqrt(d)
-    raise ValueError(f"branch family must be one of {FAMILIES}, got {family!r}")
+@dataclass(frozen=True)
+class Settings:
+    d: int = 8  # input dimension of the linear-Gaussian blocks
+    n: int = 20000  # per Gaussian plug-in estimate: worst error 0.03 nats (limit 0.05 + 3%)
+    n_ksg: int = 4000  # per KSG estimate in 2-D: worst error 0.05 nats (limit 0.15)
+    depth: int = 32  # deepest stack: plain random F is down to 0.02 nats there
+    check_depth: int = 4  # sampled stack: deep enough to compound, shallow enough to estimate
+    mlp_depth: int = 40  # linear layers (20 blocks) of the real MLP and its plain twin
+    n_rows: int = 1000  # MNIST-1D inputs: more than the MLP's width 128, a full-rank Cov(h)
 
 
-def sample_stack(
-    fs: list[np.ndarray], cov_x: np.ndarray, noise: float, residual: bool, n: int, rng: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n`` samples of ``(X, Y_L)`` through the stack; rows are samples."""
-    x = rng.multivariate_normal(np.zeros(len(cov_x)), cov_x, size=n)  # (n, d)
-    y = x
-    for f in fs:
-        branch = y @ f.T
-        y = (y + branch if residual else branch) + noise * rng.standard_normal(y.shape)
-    return x, y
+SCALES = {
+    "tiny": Settings(d=4, n=4000, n_ksg=1500, depth=8, mlp_depth=12, n_rows=300),
+    "quick": Settings(),
+    "full": Settings(d=16, n=200000, n_ksg=20000, depth=64, mlp_depth=100, n_rows=4000),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    study: str  # linear: all six linear-Gaussian blocks of a seed; mlp: a real MLP at init
+    model: str = "both"  # of the mlp study: residual or plain
+
+
+def cov_x(d: int) -> np.ndarray:
+    """The input covariance, anisotropic: a spread of signal-to-noise ratios."""
+    return np.diag(np.linspace(2.0, 0.5, d))
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """The linear-Gaussian study of one seed, or one real MLP at init; the series (I(X; Y_L)
+    per depth L, I(X; h_l + N) per block l) are logged."""
+    if c.study == "mlp":
+        inputs = run.put(load_mnist1d().train.tensors[0][: s.n_rows])  # (n, 1, 40)
+        net = run.build(
+            lambda: create_model("resmlp", depth=s.mlp_depth, skip=c.model == "residual")
+        )
+        info = list(layerwise_information(net, inputs, READOUT_NOISE, relative=True).values())
+        for block, nats in enumerate(info):
+            run.log(block, mi=nats)
+        return {"first": info[1], "last": info[-1]}
+    # One draw sequence per seed in a fixed order: a residual block and its plain twin see the
+    # same branches F, drawn before both, and each its own sample noise.
+    rng = np.random.default_rng(seed)
+    blocks: dict[str, dict[str, Any]] = {m: {} for m in MODELS}
+    for fam in FAMILIES:
+        f, f2 = make_branch(fam, s.d, rng), make_branch(fam, 2, rng)
+        fs = [make_branch(fam, s.d, rng) for _ in range(s.depth)]
+        for m in MODELS:
+            blocks[m][fam] = _linear_block(run, s, (f, f2, fs), m, fam, rng)
+    return blocks
+
+
+def _linear_block(
+    run: Run, s: Settings, branches: tuple[Any, Any, list[Any]], model: str, fam: str, rng: Any
+) -> dict[str, float]:
+    """The NUMBERS of one kind of block with the given branches; logs ``I(X; Y_L)``."""
+    (f, f2, fs), residual, cov = branches, model == "residual", cov_x(s.d)
+    x, y = sample_stack([f], cov, NOISE, residual, s.n, rng)
+    x2, y2 = sample_stack([f2], COV_2, KSG_NOISE, residual, s.n_ksg, rng)
+    curve = stacked_mutual_information(fs, cov, NOISE, residual)
+    xs, ys = sample_stack(fs[: s.check_depth], cov, NOISE, residual, s.n, rng)
+    for depth, nats in enumerate(curve, start=1):
+        run.log(depth, epoch=None, **{curve_key(model, fam): nats})
+    return dict(zip(NUMBERS, (
+        linear_block_mi(f, cov, NOISE, residual), gaussian_mi(x, y),
+        linear_block_mi(f2, COV_2, KSG_NOISE, residual), ksg_mi(x2, y2, k=4),
+        curve[s.check_depth - 1], gaussian_mi(xs, ys), curve[-1],
+    )))  # fmt: skip
+
+
+def curve_key(model: str, fam: str) -> str:
+    """The logged name of ``I(X; Y_L)`` of one kind of block with one branch family."""
+    return f"{model}_{fam}_mi"
+
+
+@dataclass
+class Block:
+    """One kind of block with one branch family: the NUMBERS, one value per seed (nats)."""
+
+    closed: list[float]
+    gauss: list[float]
+    closed2: list[float]
+    ksg: list[float]
+    stack_closed: list[float]
+    stack_gauss: list[float]
+    deep: list[float]
+    curves: list[list[float]]  # per seed: I(X; Y_L) for L = 1..depth
+
+    @property
+    def series(self) -> list[list[float]]:
+        """The one-block values over seeds, then each seed's stack over depth."""
+        return [self.closed, *self.curves]
+
+
+@dataclass
+class Mlp:
+    """The real MLP at init: Gaussian-channel bounds per seed (nats)."""
+
+    first: list[float]  # after the first block
+    last: list[float]  # after the last block
+    curves: list[list[float]]  # per seed, per block (0 = the input)
+
+
+@dataclass
+class Result(Summary):
+    settings: Settings
+    seeds: list[int]
+    full_information: float  # I(X; X + N): what a noisy copy of X carries
+    blocks: dict[str, dict[str, Block]]  # model -> branch family
+    mlp: dict[str, Mlp]  # model -> its real MLP
 
 
 @register_claim
-class Information(Claim):
+class Information(Claim[Settings, Condition, Result]):
     id = "C04"
     slug = "information"
     title = "The skip keeps the information about the input: I(X; X + F X + N)"
@@ -120,228 +217,190 @@ class Information(Claim):
         "He et al. 2016, Identity Mappings in Deep Residual Networks",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        d = ctx.pick(tiny=4, quick=8, full=16)
-        n = ctx.pick(tiny=4000, quick=20000, full=200000)
-        n_ksg = ctx.pick(tiny=1500, quick=4000, full=20000)
-        depth = ctx.pick(tiny=8, quick=32, full=64)
-        check_depth = 4  # the sample check of a stack: deep enough to compound, small enough
-        mlp_depth = ctx.pick(tiny=12, quick=40, full=100)
-        n_rows = ctx.pick(tiny=300, quick=1000, full=4000)
-        ev = Evidence(seeds=ctx.seeds)
-        cov_x = np.diag(np.linspace(2.0, 0.5, d))  # anisotropic: a spread of SNRs
-        cov_2 = np.diag([1.5, 0.75])
-        block_rows: list[list[Any]] = []
-        per_seed: dict[str, list[float]] = {}
-        depth_curves: dict[str, list[list[float]]] = {}
-        layer_curves: dict[str, list[list[float]]] = {}
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition("linear"), *(Condition("mlp", m) for m in MODELS)]
 
-        def keep(key: str, value: float) -> None:
-            per_seed.setdefault(key, []).append(float(value))
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.study == "mlp":
+            return s.mlp_depth * s.n_rows / 1e4
+        return 6 * (s.n * s.d * (1 + s.check_depth) + 20 * s.n_ksg) / 1e5
 
-        from skiplab.data import load_mnist1d
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        linear = runs.where(study="linear")
 
-        inputs = load_mnist1d().train.tensors[0][:n_rows]  # (n, 1, 40)
-        for seed in ctx.seeds:
-            cfg = {"d": d, "n": n, "n_ksg": n_ksg, "depth": depth, "noise": NOISE}
-            with ctx.run(f"C04 information seed {seed}", cfg, seed=seed) as run_id:
-                rng = np.random.default_rng(seed)
-                for fam in FAMILIES:
-                    f = make_branch(fam, d, rng)
-                    f2 = make_branch(fam, 2, rng)
-                    fs = [make_branch(fam, d, rng) for _ in range(depth)]
-                    for residual in (True, False):
-                        model = "residual" if residual else "plain"
-                        closed = linear_block_mi(f, cov_x, NOISE, residual)
-                        x, y = sample_stack([f], cov_x, NOISE, residual, n, rng)
-                        gauss = gaussian_mi(x, y)
-                        closed2 = linear_block_mi(f2, cov_2, KSG_NOISE, residual)
-                        x2, y2 = sample_stack([f2], cov_2, KSG_NOISE, residual, n_ksg, rng)
-                        ksg = ksg_mi(x2, y2, k=4)
-                        curve = stacked_mutual_information(fs, cov_x, NOISE, residual)
-                        xs, ys = sample_stack(fs[:check_depth], cov_x, NOISE, residual, n, rng)
-                        gauss_stack = gaussian_mi(xs, ys)
-                        key = f"{model}_{fam}"
-                        for name, value in (
-                            ("closed", closed), ("gauss", gauss), ("closed2", closed2),
-                            ("ksg", ksg), ("stack_closed", curve[check_depth - 1]),
-                            ("stack_gauss", gauss_stack), ("deep", curve[-1]),
-                        ):  # fmt: skip
-                            keep(f"{key}_{name}", value)
-                        depth_curves.setdefault(key, []).append(curve)
-                        block_rows.append([
-                            seed, model, fam, closed, gauss, closed2, ksg,
-                            curve[check_depth - 1], gauss_stack, curve[-1],
-                        ])  # fmt: skip
-                keep("full_information", 0.5 * np.sum(np.log1p(np.diag(cov_x) / NOISE**2)))
-                for skip in (True, False):
-                    model = "residual" if skip else "plain"
-                    torch.manual_seed(seed)
-                    net = create_model("resmlp", depth=mlp_depth, skip=skip)
-                    info = layerwise_information(net, inputs, READOUT_NOISE, relative=True)
-                    values = list(info.values())
-                    layer_curves.setdefault(model, []).append(values)
-                    keep(f"mlp_{model}_last", values[-1])
-                    keep(f"mlp_{model}_first", values[1])
-                ctx.store.finish_run(
-                    run_id,
-                    "completed",
-                    results={k: v[-1] for k, v in per_seed.items()},
-                )
-        ev.series.update(per_seed=per_seed, depth=depth_curves, layers=layer_curves)
-        ev.series["check_depth"] = check_depth
-        for key, values in per_seed.items():
-            ev.numbers[key] = float(np.mean(values))
-        ev.tables.append(
-            Table(
-                f"Mutual information (nats): closed form vs sample estimates (d={d}, s={NOISE})",
-                [
-                    "seed",
-                    "model",
-                    "F",
-                    "1 block closed",
-                    "1 block Gaussian est.",
-                    "2-D closed",
-                    "2-D KSG",
-                    f"{check_depth} blocks closed",
-                    f"{check_depth} blocks Gaussian est.",
-                    f"{depth} blocks closed",
-                ],
-                block_rows,
-                f"Gaussian estimates from {n} samples, KSG (k=4) from {n_ksg} samples in 2-D "
-                f"with s={KSG_NOISE}; I(X; X+N) = {ev.numbers['full_information']:.3f} nats.",
-            )
+        def block(m: str, fam: str) -> Block:
+            numbers = {k: [float(r.get(m)[fam][k]) for r in linear] for k in NUMBERS}
+            return Block(**numbers, curves=[r.curve(curve_key(m, fam)) for r in linear])
+
+        def mlp(m: str) -> Mlp:
+            by = runs.where(study="mlp", model=m)
+            return Mlp(by.values("first"), by.values("last"), [r.curve("mi") for r in by])
+
+        blocks = {m: {fam: block(m, fam) for fam in FAMILIES} for m in MODELS}
+        full = noisy_copy_information(cov_x(s.d), NOISE)
+        return Result(s, linear.seeds, full, blocks, {m: mlp(m) for m in MODELS})
+
+    def checks(self, r: Result) -> list[Check]:
+        res, plain, full = r.blocks["residual"], r.blocks["plain"], r.full_information
+        zero = (res["zero"].closed, plain["zero"].closed)
+        zero_ok = all(abs(a - full) <= 1e-10 * full and b == 0.0 for a, b in zip(*zero))
+        # one block, and every depth of every seed's stack
+        pairs = [(ra, pb) for fam in FAMILIES for ra, pb in zip(res[fam].series, plain[fam].series)]
+        dominates = all(a >= b - 1e-9 for ra, pb in pairs for a, b in zip(ra, pb))
+        gauss, ksg = _estimator_errors(r)
+        estimators_ok = all(e <= GAUSS_TOL[0] + GAUSS_TOL[1] * c for c, e in gauss) and all(
+            e <= KSG_TOL for _, e in ksg
         )
-        rows = [
-            [model, str(summarize(per_seed[f"mlp_{model}_first"])),
-             str(summarize(per_seed[f"mlp_{model}_last"]))]
-            for model in ("residual", "plain")
+        worst = f"worst error Gaussian {_worst(gauss):.3f}, KSG {_worst(ksg):.3f} nats"
+        last = (r.mlp["residual"].last, r.mlp["plain"].last)
+        return [
+            Check("F = 0 exact: the residual block keeps I(X; X+N), the plain block 0", zero_ok,
+                  f"residual {_fmt(zero[0])} vs {full:.4g}; plain {_fmt(zero[1])}"),
+            Check("residual >= plain for every F, at every depth", dominates),
+            Check("estimators agree with the closed forms", estimators_ok, worst),
+            Check("the real MLP's last block keeps more with skips (ranges separate)",
+                  clearly_greater(*last), f"residual {_fmt(last[0])} vs plain {_fmt(last[1])}"),
         ]  # fmt: skip
-        ev.tables.append(
-            Table(
-                f"Real {mlp_depth}-layer MLP at init on MNIST-1D ({n_rows} inputs): "
-                "I(X; h_l + N), noise 0.1 x RMS(h_l)",
-                ["model", "first block", "last block"],
-                rows,
-                "Gaussian-channel upper bound from the sample covariance of h_l.",
-            )
+
+    def detail(self, r: Result) -> str:
+        res, plain = r.blocks["residual"], r.blocks["plain"]
+        gauss, ksg = _estimator_errors(r)
+        pairs = {fam: (np.mean(res[fam].closed), np.mean(plain[fam].closed)) for fam in FAMILIES}
+        return (
+            f"F=0: residual {pairs['zero'][0]:.3f} nats = I(X;X+N) {r.full_information:.3f}, "
+            f"plain {pairs['zero'][1]:.3f}; low-rank F: {pairs['low-rank'][0]:.3f} vs "
+            f"{pairs['low-rank'][1]:.3f}; random F: {pairs['random'][0]:.3f} vs "
+            f"{pairs['random'][1]:.3f}; after the deepest stack: random F "
+            f"{np.mean(res['random'].deep):.3f} vs {np.mean(plain['random'].deep):.3f}. Worst "
+            f"estimator error: Gaussian {_worst(gauss):.3f}, KSG {_worst(ksg):.3f} nats. Real "
+            f"MLP last block: residual {describe(r.mlp['residual'].last)} vs plain "
+            f"{describe(r.mlp['plain'].last)} nats; {len(r.seeds)} seed(s)."
         )
-        ev.notes.append(
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {
+            f"{m}_{fam}_{k}": float(np.mean(getattr(r.blocks[m][fam], k)))
+            for m in MODELS
+            for fam in FAMILIES
+            for k in NUMBERS
+        }
+        out["full_information"] = r.full_information
+        for m in MODELS:
+            out[f"mlp_{m}_last"] = float(np.mean(r.mlp[m].last))
+            out[f"mlp_{m}_first"] = float(np.mean(r.mlp[m].first))
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
+        s, c = r.settings, r.settings.check_depth
+        rows = [
+            [seed, m, fam, *(getattr(r.blocks[m][fam], k)[i] for k in NUMBERS)]
+            for i, seed in enumerate(r.seeds)
+            for fam in FAMILIES
+            for m in MODELS
+        ]
+        mlp = [[m, str(describe(r.mlp[m].first)), str(describe(r.mlp[m].last))] for m in MODELS]
+        return [
+            Table(
+                f"Mutual information (nats): closed form vs sample estimates (d={s.d}, s={NOISE})",
+                ["seed", "model", "F", "1 block closed", "1 block Gaussian est.", "2-D closed",
+                 "2-D KSG", f"{c} blocks closed", f"{c} blocks Gaussian est.",
+                 f"{s.depth} blocks closed"],
+                rows,
+                f"Gaussian estimates from {s.n} samples, KSG (k=4) from {s.n_ksg} samples in 2-D "
+                f"with s={KSG_NOISE}; I(X; X+N) = {r.full_information:.3f} nats.",
+            ),
+            Table(
+                f"Real {s.mlp_depth}-layer MLP at init on MNIST-1D ({s.n_rows} inputs): "
+                "I(X; h_l + N), noise 0.1 x RMS(h_l)",
+                ["model", "first block", "last block"], mlp,
+                "Gaussian-channel upper bound from the sample covariance of h_l.",
+            ),
+        ]  # fmt: skip
+
+    def notes(self, r: Result) -> list[str]:
+        return [
             "The real-model numbers are Gaussian-channel bounds at a fixed noise-to-signal "
             "ratio, not the exact information of a nonlinear network; they rank the twins, they "
             "are not comparable with the linear-Gaussian nats."
-        )
-        return ev
+        ]
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        s = evidence.series["per_seed"]
-        full = s["full_information"]
-        zero_ok = all(
-            abs(r - f) <= 1e-10 * f and p == 0.0
-            for r, f, p in zip(s["residual_zero_closed"], full, s["plain_zero_closed"])
-        )
-        curves = evidence.series["depth"]
-        dominates = all(
-            all(r >= p - 1e-9 for r, p in zip(rc, pc))
-            for fam in FAMILIES
-            for rc, pc in zip(curves[f"residual_{fam}"], curves[f"plain_{fam}"])
-        ) and all(
-            r >= p - 1e-9
-            for fam in FAMILIES
-            for r, p in zip(s[f"residual_{fam}_closed"], s[f"plain_{fam}_closed"])
-        )
-        worst_gauss, worst_ksg = 0.0, 0.0
-        estimators_ok = True
-        for model in ("residual", "plain"):
-            for fam in FAMILIES:
-                k = f"{model}_{fam}"
-                for c, g in zip(
-                    s[f"{k}_closed"] + s[f"{k}_stack_closed"],
-                    s[f"{k}_gauss"] + s[f"{k}_stack_gauss"],
-                ):
-                    err = abs(g - c)
-                    worst_gauss = max(worst_gauss, err)
-                    estimators_ok &= err <= GAUSS_TOL[0] + GAUSS_TOL[1] * c
-                for c, e in zip(s[f"{k}_closed2"], s[f"{k}_ksg"]):
-                    worst_ksg = max(worst_ksg, abs(e - c))
-                    estimators_ok &= abs(e - c) <= KSG_TOL
-        mlp_ok = clearly_greater(s["mlp_residual_last"], s["mlp_plain_last"])
-        n_seeds = len(full)
-        detail = (
-            f"F=0: residual {np.mean(s['residual_zero_closed']):.3f} nats = I(X;X+N) "
-            f"{np.mean(full):.3f}, plain {np.mean(s['plain_zero_closed']):.3f}; low-rank F: "
-            f"{np.mean(s['residual_low-rank_closed']):.3f} vs {np.mean(s['plain_low-rank_closed']):.3f}; "
-            f"random F: {np.mean(s['residual_random_closed']):.3f} vs "
-            f"{np.mean(s['plain_random_closed']):.3f}; after the deepest stack: random F "
-            f"{np.mean(s['residual_random_deep']):.3f} vs {np.mean(s['plain_random_deep']):.3f}. "
-            f"Worst estimator error: Gaussian {worst_gauss:.3f}, KSG {worst_ksg:.3f} nats. "
-            f"Real MLP last block: residual {summarize(s['mlp_residual_last'])} vs plain "
-            f"{summarize(s['mlp_plain_last'])} nats; {n_seeds} seed(s)."
-        )
-        checks = (
-            ("F = 0 exact", zero_ok),
-            ("residual >= plain at every depth", dominates),
-            ("estimators agree with the closed forms", estimators_ok),
-            ("real MLP keeps more with skips", mlp_ok),
-        )
-        return Verdict.from_checks(checks, detail)
-
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        s = evidence.series["per_seed"]
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.6, height=3.8)
-        ax = axes[0][0]
-        xpos = np.arange(len(FAMILIES))
-        for i, (model, color) in enumerate((("residual", _plot.RESIDUAL), ("plain", _plot.PLAIN))):
-            closed = [np.mean(s[f"{model}_{f}_closed"]) for f in FAMILIES]
-            gauss = [np.mean(s[f"{model}_{f}_gauss"]) for f in FAMILIES]
-            ax.bar(xpos + (i - 0.5) * 0.38, closed, 0.36, color=color, label=f"{model} closed form")
-            ax.plot(xpos + (i - 0.5) * 0.38, gauss, "k_", ms=18, mew=2)
-        ax.plot([], [], "k_", ms=12, mew=2, label="Gaussian estimate")
-        ax.axhline(
-            np.mean(s["full_information"]), color=_plot.REFERENCE, ls="--", label="I(X; X+N)"
-        )
-        ax.set_xticks(xpos, [f"F {f}" for f in FAMILIES])
-        ax.set(title="one block: I(X;Y)", ylabel="nats")
-        ax.legend(fontsize=8, loc="center right")
-
-        ax = axes[0][1]
-        check = evidence.series["check_depth"]
-        for key, curves in evidence.series["depth"].items():
-            model, fam = key.split("_", 1)
-            mean = np.mean(np.asarray(curves), axis=0)
-            style = {"zero": "-", "low-rank": "--", "random": ":"}[fam]
-            color = _plot.RESIDUAL if model == "residual" else _plot.PLAIN
-            layers = np.arange(1, len(mean) + 1)
-            ax.plot(
-                layers, np.maximum(mean, 1e-3), style, color=color, lw=2, label=f"{model}, F {fam}"
-            )
-            ax.plot(
-                check, max(np.mean(s[f"{key}_stack_gauss"]), 1e-3), "o", color=color, mfc="none"
-            )
-        ax.set_yscale("log")
-        ax.set(title=f"stack of blocks (o: Gaussian estimate at L={check})", xlabel="blocks L",
-               ylabel="I(X; Y_L), nats (floor 1e-3)")  # fmt: skip
-        ax.legend(fontsize=7, ncol=2)
-
+        _one_block_panel(axes[0][0], r)
+        _stack_panel(axes[0][1], r)
         ax = axes[0][2]
-        for model, color in (("residual", _plot.RESIDUAL), ("plain", _plot.PLAIN)):
-            curves = np.asarray(evidence.series["layers"][model])
-            blocks = np.arange(curves.shape[1])
-            for i, c in enumerate(curves):
-                ax.plot(blocks, c, color=color, alpha=0.8, lw=1.5, label=model if i == 0 else None)
+        for m in MODELS:
+            for i, curve in enumerate(r.mlp[m].curves):
+                ax.plot(range(len(curve)), curve, color=COLORS[m], alpha=0.8, lw=1.5,
+                        label=m if i == 0 else None)  # fmt: skip
         ax.set(title="real MLP at init (MNIST-1D)", xlabel="block (0 = input)",
                ylabel="I(X; h_l + N) bound, nats")  # fmt: skip
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         _plot.save(fig, outdir / "information.png")
-        return [
-            Figure(
-                "information.png",
-                "Left: closed-form I(X;Y) of one linear-Gaussian block (bars) and Gaussian "
-                "sample estimates (black ticks); with F = 0 the residual block keeps I(X; X+N) "
-                "and the plain block 0. Middle: information after L blocks (closed form, mean "
-                "over seeds; circles: sample estimates). Right: Gaussian-channel bound on "
-                "I(X; h_l + N) per block of a residual MLP and its plain twin at init, one line "
-                "per seed.",
-            )
-        ]
+        caption = (
+            "Left: closed-form I(X;Y) of one linear-Gaussian block (bars) and Gaussian sample "
+            "estimates (black ticks); with F = 0 the residual block keeps I(X; X+N) and the "
+            "plain block 0. Middle: information after L blocks (closed form, mean over seeds; "
+            "circles: sample estimates). Right: Gaussian-channel bound on I(X; h_l + N) per "
+            "block of a residual MLP and its plain twin at init, one line per seed."
+        )
+        return [Figure("information.png", caption)]
+
+
+COLORS = {"residual": _plot.RESIDUAL, "plain": _plot.PLAIN}
+
+
+def _estimator_errors(r: Result) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """``(closed form, |estimate - closed form|)`` of every Gaussian and every KSG estimate."""
+    gauss: list[tuple[float, float]] = []
+    ksg: list[tuple[float, float]] = []
+    for b in (r.blocks[m][fam] for m in MODELS for fam in FAMILIES):
+        pairs = zip(b.closed + b.stack_closed, b.gauss + b.stack_gauss)
+        gauss.extend((c, abs(g - c)) for c, g in pairs)
+        ksg.extend((c, abs(e - c)) for c, e in zip(b.closed2, b.ksg))
+    return gauss, ksg
+
+
+def _worst(errors: list[tuple[float, float]]) -> float:
+    return max(e for _, e in errors)
+
+
+def _one_block_panel(ax: Any, r: Result) -> None:
+    xpos = np.arange(len(FAMILIES))
+    for i, m in enumerate(MODELS):
+        closed = [np.mean(r.blocks[m][f].closed) for f in FAMILIES]
+        gauss = [np.mean(r.blocks[m][f].gauss) for f in FAMILIES]
+        ax.bar(xpos + (i - 0.5) * 0.38, closed, 0.36, color=COLORS[m], label=f"{m} closed form")
+        ax.plot(xpos + (i - 0.5) * 0.38, gauss, "k_", ms=18, mew=2)
+    ax.plot([], [], "k_", ms=12, mew=2, label="Gaussian estimate")
+    ax.axhline(r.full_information, color=_plot.REFERENCE, ls="--", label="I(X; X+N)")
+    ax.set_xticks(xpos, [f"F {f}" for f in FAMILIES])
+    top = max(
+        r.full_information,
+        *(float(np.mean(r.blocks[m][f].closed)) for m in MODELS for f in FAMILIES),
+    )
+    ax.set(title="one block: I(X;Y)", ylabel="nats", ylim=(0, 1.45 * top))  # room for the legend
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+
+
+def _stack_panel(ax: Any, r: Result) -> None:
+    check = r.settings.check_depth
+    for m in MODELS:
+        for fam, style in zip(FAMILIES, ("-", "--", ":")):
+            b = r.blocks[m][fam]
+            mean = np.mean(np.asarray(b.curves), axis=0)
+            ax.plot(np.arange(1, len(mean) + 1), np.maximum(mean, 1e-3), style,
+                    color=COLORS[m], lw=2, label=f"{m}, F {fam}")  # fmt: skip
+            ax.plot(check, max(np.mean(b.stack_gauss), 1e-3), "o", color=COLORS[m], mfc="none")
+    ax.set_yscale("log")
+    ax.set(title=f"stack of blocks (o: Gaussian estimate at L={check})", xlabel="blocks L",
+           ylabel="I(X; Y_L), nats (floor 1e-3)")  # fmt: skip
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)

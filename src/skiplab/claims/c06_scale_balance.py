@@ -3,89 +3,124 @@
 A block ``y = x + F(x)`` whose branch ends in a normalisation layer adds a branch of size ~1 to
 a skip of size ~sigma (the input's standard deviation), so its branch/skip ratio is ~1/sigma.
 :class:`skiplab.nn.ScaleBalancedResidual` gates the branch by sigma itself; the claim measures
-the ratio against the input scale and trains both kinds of network on inputs scaled by
-1e-3..1e3.
+the ratio against the input scale and trains both kinds of network
+(:class:`skiplab.models.scale_net.ScaleNet`) on inputs scaled by 1e-3..1e3.
 """
 
 from __future__ import annotations
 
-import copy
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
-from skiplab.claims._stats import summarize
-from skiplab.nn import Residual, ScaleBalancedResidual
-from skiplab.train import TrainConfig, Trainer
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import describe
+from skiplab.data import load_mnist1d
+from skiplab.models.scale_net import (
+    BLOCK_KINDS,
+    ScaleNet,
+    branch_to_skip_ratio,
+    homogeneity_error,
+    make_block,
+    normalised_branch,
+)
+from skiplab.train import Classification, TrainConfig
 
-BLOCKS = ("standard", "balanced")
+BLOCKS = BLOCK_KINDS  # standard x + F(x), balanced x + sigma F(x / sigma)
 RATIO_SCALES = tuple(float(s) for s in np.logspace(-3, 3, 13))
 ACC_SPREAD = 0.02  # the balanced net's accuracy may differ by at most 2 points across scales
 
 
-def normalised_branch(width: int) -> nn.Sequential:
-    """The branch both blocks share: it ends in LayerNorm, so its output has unit scale."""
-    return nn.Sequential(
-        nn.Linear(width, width), nn.LayerNorm(width), nn.ReLU(),
-        nn.Linear(width, width), nn.LayerNorm(width),
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Settings:
+    width: int = 64  # of every block, in the networks and in the one-block ratio study
+    depth: int = 6  # blocks per network: a stack, at ~4 s per training run on one core
+    epochs: int = 8  # the quick budget (balanced net at scale 1: 43% test accuracy)
+    n_train: int = 4000  # the canonical MNIST-1D training split, all of it
+    train_scales: tuple[float, ...] = (1e-3, 1e-1, 1.0, 1e1, 1e3)  # six decades, as the ratio
+    batch_size: int = 128  # a common MNIST-1D batch
+    lr: float = 3e-3  # AdamW (no weight decay), cosine to 0
 
 
-def make_block(kind: str, branch: nn.Module) -> nn.Module:
-    """``x + F(x)`` (standard) or ``x + sigma(x) F(x / sigma(x))`` (balanced)."""
-    if kind == "standard":
-        return Residual(branch)
-    if kind == "balanced":
-        return ScaleBalancedResidual(branch)
-    raise ValueError(f"block kind must be one of {BLOCKS}, got {kind!r}")
+SCALES = {
+    "tiny": Settings(width=32, depth=3, epochs=3, n_train=800, train_scales=(1e-3, 1.0, 1e3)),
+    "quick": Settings(),
+    "full": Settings(width=128, depth=12, epochs=40,
+                     train_scales=(1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)),
+}  # fmt: skip
 
 
-class UnitScale(nn.Module):
-    """Divide each sample by its root-mean-square: the head sees the direction only.
-
-    Shared by both networks, so that the only scale-dependent parts are the blocks.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rms = x.pow(2).mean(dim=1, keepdim=True).sqrt()  # (B, 1)
-        return x / torch.where(rms > 0, rms, torch.ones_like(rms))
+@dataclass(frozen=True)
+class Condition:
+    kind: str  # standard x + F(x) or balanced x + sigma F(x / sigma)
+    study: str  # ratio: one block at init over RATIO_SCALES; train: a network on MNIST-1D
+    input_scale: float = 1.0  # train: the MNIST-1D inputs are multiplied by it
 
 
-class ScaleNet(nn.Module):
-    """Bias-free linear stem, ``depth`` blocks of one kind, unit-scale read-out, linear head.
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """One block's ratio and homogeneity error per RATIO_SCALES (logged per scale index), or
+    one network trained on scaled MNIST-1D (its final test accuracy)."""
+    if c.study == "ratio":
+        block = run.build(lambda: make_block(c.kind, normalised_branch(s.width))).eval()
+        # drawn right after the block from the seeded generator: the same z for both kinds
+        z = run.put(torch.randn(256, s.width))  # (B, width), unit scale
+        ratios = [branch_to_skip_ratio(block, scale * z) for scale in RATIO_SCALES]
+        homog = [homogeneity_error(block, z, scale) for scale in RATIO_SCALES]
+        for i, (ratio, error) in enumerate(zip(ratios, homog)):
+            run.log(i, ratio=ratio, homogeneity=error)
+        return {"ratio": ratios, "homogeneity": homog}
+    data = load_mnist1d()
+    x_train, y_train = data.train.tensors[0][: s.n_train], data.train.tensors[1][: s.n_train]
+    x_test, y_test = data.test.tensors
+    net = run.build(lambda: ScaleNet(c.kind, x_train[0].numel(), s.width, s.depth, 10))
+    task = Classification(
+        TensorDataset(x_train * c.input_scale, y_train),
+        TensorDataset(x_test * c.input_scale, y_test),
+    )
+    cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, optimizer="adamw",
+                      weight_decay=0.0, schedule="cosine")  # fmt: skip
+    fit = run.fit(net, task, cfg)
+    return {"test_acc": fit.last.get("test_acc", math.nan) if fit.diverged is None else math.nan}
 
-    Shapes:
-        input ``(B, *)`` flattened to ``(B, in_features)``; returns ``(B, num_classes)``.
-    """
 
-    def __init__(self, kind: str, in_features: int, width: int, depth: int, classes: int) -> None:
-        super().__init__()
-        # no stem bias: a bias would make the stem itself scale-dependent for both networks
-        self.stem = nn.Linear(in_features, width, bias=False)
-        self.blocks = nn.Sequential(
-            *(make_block(kind, normalised_branch(width)) for _ in range(depth))
-        )
-        self.readout = UnitScale()
-        self.head = nn.Linear(width, classes)
+@dataclass
+class Kind:
+    """One kind of block: the ratio study and the trained networks, over seeds."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.stem(x.flatten(1)))  # (B, width)
-        return self.head(self.readout(h))
+    ratios: list[list[float]]  # per seed, per RATIO_SCALES: |y - x| / |x|
+    homogeneity: list[list[float]]  # per seed, per RATIO_SCALES: |f(c z) - c f(z)| / |c f(z)|
+    acc: dict[float, list[float]]  # input scale -> final test accuracy per seed
+    ratio_change: float  # max / min of the mean ratio over RATIO_SCALES
+    ratio_slope: float  # log-log slope of the mean ratio against the scale
+
+    @property
+    def mean_ratio(self) -> np.ndarray:
+        return np.mean(np.asarray(self.ratios), axis=0)
+
+    def mean_acc(self) -> dict[float, float]:
+        return {scale: float(np.mean(v)) for scale, v in self.acc.items()}
+
+    def worst_acc(self) -> list[float]:
+        """Per seed, the accuracy at its worst input scale."""
+        return [min(v[i] for v in self.acc.values()) for i in range(len(self.ratios))]
 
 
-def branch_to_skip_ratio(block: nn.Module, x: torch.Tensor) -> float:
-    """``|y - x| / |x|``: the size of what the block adds relative to what the skip carries."""
-    with torch.no_grad():
-        return float((block(x) - x).norm() / x.norm())
+@dataclass
+class Result(Summary):
+    settings: Settings
+    seeds: list[int]
+    kinds: dict[str, Kind]  # standard / balanced
 
 
 @register_claim
-class ScaleBalance(Claim):
+class ScaleBalance(Claim[Settings, Condition, Result]):
     id = "C06"
     slug = "scale-balance"
     title = "A gate proportional to sigma balances skip and branch at every input scale"
@@ -131,177 +166,147 @@ class ScaleBalance(Claim):
         "Liu et al. 2020, Understanding the Difficulty of Training Transformers (Admin)",
     )
     default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        width = ctx.pick(tiny=32, quick=64, full=128)
-        depth = ctx.pick(tiny=3, quick=6, full=12)
-        epochs = ctx.pick(tiny=3, quick=8, full=40)
-        n_train = ctx.pick(tiny=800, quick=4000, full=4000)
-        train_scales = ctx.pick(
-            tiny=(1e-3, 1.0, 1e3), quick=(1e-3, 1e-1, 1.0, 1e1, 1e3), full=(1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
-        )  # fmt: skip
-        from skiplab.data import load_mnist1d
+    def conditions(self, s: Settings) -> list[Condition]:
+        ratio = [Condition(kind, "ratio") for kind in BLOCKS]
+        return ratio + [Condition(k, "train", x) for k in BLOCKS for x in s.train_scales]
 
-        data = load_mnist1d()
-        x_train, y_train = data.train.tensors[0][:n_train], data.train.tensors[1][:n_train]
-        x_test, y_test = data.test.tensors
-        ev = Evidence(seeds=ctx.seeds)
-        ratios: dict[str, list[list[float]]] = {k: [] for k in BLOCKS}
-        homog: dict[str, list[list[float]]] = {k: [] for k in BLOCKS}
-        acc: dict[str, dict[str, list[float]]] = {k: {} for k in BLOCKS}
-        curves: dict[str, dict[str, list[list[float]]]] = {k: {} for k in BLOCKS}
-        for seed in ctx.seeds:
-            cfg = {"width": width, "scales": list(RATIO_SCALES)}
-            with ctx.run(f"C06 ratio seed {seed}", cfg, seed=seed):
-                torch.manual_seed(seed)
-                branch = normalised_branch(width)
-                z = torch.randn(256, width)  # (B, width), unit scale
-                for kind in BLOCKS:
-                    block = make_block(kind, copy.deepcopy(branch)).eval()
-                    ratios[kind].append([branch_to_skip_ratio(block, s * z) for s in RATIO_SCALES])
-                    with torch.no_grad():
-                        base = block(z)
-                        homog[kind].append([
-                            float((block(s * z) - s * base).norm() / (s * base).norm())
-                            for s in RATIO_SCALES
-                        ])  # fmt: skip
-            for kind in BLOCKS:
-                for scale in train_scales:
-                    tcfg = TrainConfig(
-                        epochs=epochs, batch_size=128, lr=3e-3, optimizer="adamw",
-                        weight_decay=0.0, schedule="cosine", seed=seed,
-                    )  # fmt: skip
-                    cfg = {"kind": kind, "input_scale": scale, "width": width, "depth": depth,
-                           "epochs": epochs, "n_train": n_train}  # fmt: skip
-                    with ctx.run(f"C06 {kind} x{scale:g} seed {seed}", cfg, seed=seed) as run_id:
-                        torch.manual_seed(seed)
-                        net = ScaleNet(kind, x_train[0].numel(), width, depth, 10)
-                        trainer = Trainer(net, tcfg, store=ctx.store, run_id=run_id, progress=False)
-                        hist = trainer.fit(
-                            TensorDataset(x_train * scale, y_train),
-                            TensorDataset(x_test * scale, y_test),
-                        )
-                    acc[kind].setdefault(f"{scale:g}", []).append(hist.last["test_acc"])
-                    curves[kind].setdefault(f"{scale:g}", []).append(hist.series("train_loss"))
-        ev.series.update(
-            ratio_scales=list(RATIO_SCALES), ratios=ratios, homogeneity=homog, acc=acc,
-            curves=curves, train_scales=[f"{s:g}" for s in train_scales],
-        )  # fmt: skip
-        for kind in BLOCKS:
-            r = np.mean(np.asarray(ratios[kind]), axis=0)
-            ev.numbers[f"{kind}_ratio_at_1e-3"] = float(r[0])
-            ev.numbers[f"{kind}_ratio_at_1"] = float(r[len(r) // 2])
-            ev.numbers[f"{kind}_ratio_at_1e3"] = float(r[-1])
-            ev.numbers[f"{kind}_ratio_change"] = float(r.max() / r.min())
-            slope = np.polyfit(np.log10(RATIO_SCALES), np.log10(r), 1)[0]
-            ev.numbers[f"{kind}_ratio_loglog_slope"] = float(slope)
-            ev.numbers[f"{kind}_max_homogeneity_error"] = float(np.max(homog[kind]))
-            for key, values in acc[kind].items():
-                ev.numbers[f"{kind}_acc_x{key}"] = float(np.mean(values))
-        best = {k: max(float(np.mean(v)) for v in acc[k].values()) for k in BLOCKS}
-        ev.numbers.update({f"{k}_best_scale_acc": v for k, v in best.items()})
-        ev.notes.append(
+    def label(self, c: Condition) -> str:
+        return f"{c.kind} ratio" if c.study == "ratio" else f"{c.kind} x{c.input_scale:g}"
+
+    def cost(self, s: Settings, c: Condition) -> float:
+        return 0.01 if c.study == "ratio" else s.epochs * s.n_train * s.width * s.depth / 1e6
+
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        def kind(k: str) -> Kind:
+            ratio = runs.where(kind=k, study="ratio")
+            ratios = [list(r.get("ratio")) for r in ratio]
+            mean = np.mean(np.asarray(ratios), axis=0)
+            return Kind(
+                ratios, [list(r.get("homogeneity")) for r in ratio],
+                {x: runs.values("test_acc", kind=k, study="train", input_scale=x)
+                 for x in s.train_scales},
+                float(mean.max() / mean.min()),
+                float(np.polyfit(np.log10(RATIO_SCALES), np.log10(mean), 1)[0]),
+            )  # fmt: skip
+
+        return Result(s, runs.seeds, {k: kind(k) for k in BLOCKS})
+
+    def checks(self, r: Result) -> list[Check]:
+        std, bal = r.kinds["standard"], r.kinds["balanced"]
+        means = list(bal.mean_acc().values())
+        spread = max(means) - min(means)
+        worst = (bal.worst_acc(), std.worst_acc())
+        return [
+            Check("scale-free ratio: balanced changes < 1%, standard > 100x across 1e-3..1e3",
+                  bal.ratio_change < 1.01 and std.ratio_change > 100,
+                  f"change balanced {bal.ratio_change:.4g}x, standard {std.ratio_change:.3g}x"),
+            Check("balanced accuracy independent of input scale (spread < 2 points)",
+                  spread < ACC_SPREAD, f"spread {100 * spread:.2f} points"),
+            Check("better worst-scale accuracy for every seed", all(b > a for b, a in zip(*worst)),
+                  f"balanced {_fmt(worst[0])} vs standard {_fmt(worst[1])}"),
+        ]  # fmt: skip
+
+    def detail(self, r: Result) -> str:
+        std, bal = r.kinds["standard"], r.kinds["balanced"]
+        rs, rb = std.mean_ratio, bal.mean_ratio
+        means = list(bal.mean_acc().values())
+        return (
+            f"branch/skip ratio over 1e-3..1e3: standard {rs[0]:.3g} -> {rs[-1]:.3g} (log-log "
+            f"slope {std.ratio_slope:.2f}), balanced {rb[0]:.3g} -> {rb[-1]:.3g} (max "
+            f"homogeneity error {np.max(bal.homogeneity):.1e}); balanced test accuracy spread "
+            f"across input scales {(max(means) - min(means)) * 100:.2f} points (means "
+            f"{_fmt(means)}); standard accuracy by scale "
+            f"{', '.join(f'x{x:g}: {m:.3f}' for x, m in std.mean_acc().items())}; worst-scale "
+            f"accuracy per seed balanced {_fmt(bal.worst_acc())} vs standard "
+            f"{_fmt(std.worst_acc())}."
+        )
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {}
+        for name, k in r.kinds.items():
+            ratio = k.mean_ratio
+            out[f"{name}_ratio_at_1e-3"] = float(ratio[0])
+            out[f"{name}_ratio_at_1"] = float(ratio[len(ratio) // 2])
+            out[f"{name}_ratio_at_1e3"] = float(ratio[-1])
+            out[f"{name}_ratio_change"] = k.ratio_change
+            out[f"{name}_ratio_loglog_slope"] = k.ratio_slope
+            out[f"{name}_max_homogeneity_error"] = float(np.max(k.homogeneity))
+            out.update({f"{name}_acc_x{x:g}": m for x, m in k.mean_acc().items()})
+        for name, k in r.kinds.items():
+            out[f"{name}_best_scale_acc"] = max(k.mean_acc().values())
+        return out
+
+    def notes(self, r: Result) -> list[str]:
+        best = {name: max(k.mean_acc().values()) for name, k in r.kinds.items()}
+        return [
             f"Robustness is not accuracy: at its best input scale the standard network reaches "
             f"{best['standard']:.3f} against the balanced network's {best['balanced']:.3f}. The "
             "balanced blocks divide every sample by its own sigma, so nothing downstream can "
             "use a sample's overall amplitude; the claim is about the balance across scales, "
             "not about the best accuracy at one scale."
-        )
-        ev.tables.append(
+        ]
+
+    def tables(self, r: Result) -> list[Table]:
+        s = r.settings
+        ratio = {name: k.mean_ratio for name, k in r.kinds.items()}
+        return [
             Table(
                 "Branch/skip ratio |y - x| / |x| of one block at init (mean over seeds)",
                 ["input scale", *BLOCKS],
-                [
-                    [f"{s:g}", *(float(np.mean(np.asarray(ratios[k])[:, i])) for k in BLOCKS)]
-                    for i, s in enumerate(RATIO_SCALES)
-                ],
+                [[f"{x:g}", *(float(ratio[k][i]) for k in BLOCKS)]
+                 for i, x in enumerate(RATIO_SCALES)],
                 "balanced: y = x + sigma F(x / sigma); standard: y = x + F(x); same branch.",
-            )
-        )
-        ev.tables.append(
-            Table(
-                f"MNIST-1D test accuracy after {epochs} epochs, inputs multiplied by the scale",
-                ["input scale", *BLOCKS],
-                [
-                    [s, *(str(summarize(acc[k][s])) for k in BLOCKS)]
-                    for s in ev.series["train_scales"]
-                ],
-                f"{depth} blocks of width {width}, AdamW lr 3e-3, {n_train} training examples.",
-            )
-        )
-        return ev
-
-    def decide(self, evidence: Evidence) -> Verdict:
-        n = evidence.numbers
-        acc = evidence.series["acc"]
-        scales = evidence.series["train_scales"]
-        ratio_ok = n["balanced_ratio_change"] < 1.01 and n["standard_ratio_change"] > 100
-        bal_means = [float(np.mean(acc["balanced"][s])) for s in scales]
-        spread = max(bal_means) - min(bal_means)
-        spread_ok = spread < ACC_SPREAD
-        n_seeds = len(acc["balanced"][scales[0]])
-        worst_bal = [min(acc["balanced"][s][i] for s in scales) for i in range(n_seeds)]
-        worst_std = [min(acc["standard"][s][i] for s in scales) for i in range(n_seeds)]
-        robust_ok = all(b > s for b, s in zip(worst_bal, worst_std))
-        std_means = {s: float(np.mean(acc["standard"][s])) for s in scales}
-        detail = (
-            f"branch/skip ratio over 1e-3..1e3: standard {n['standard_ratio_at_1e-3']:.3g} -> "
-            f"{n['standard_ratio_at_1e3']:.3g} (log-log slope {n['standard_ratio_loglog_slope']:.2f}), "
-            f"balanced {n['balanced_ratio_at_1e-3']:.3g} -> {n['balanced_ratio_at_1e3']:.3g} "
-            f"(max homogeneity error {n['balanced_max_homogeneity_error']:.1e}); balanced test "
-            f"accuracy spread across input scales {spread * 100:.2f} points (means "
-            f"{', '.join(f'{m:.3f}' for m in bal_means)}); standard accuracy by scale "
-            f"{', '.join(f'x{s}: {m:.3f}' for s, m in std_means.items())}; worst-scale accuracy "
-            f"per seed balanced {', '.join(f'{v:.3f}' for v in worst_bal)} vs standard "
-            f"{', '.join(f'{v:.3f}' for v in worst_std)}."
-        )
-        return Verdict.from_checks(
-            (
-                ("scale-free ratio", ratio_ok),
-                ("accuracy independent of input scale", spread_ok),
-                ("better worst-scale accuracy", robust_ok),
             ),
-            detail,
-        )
+            Table(
+                f"MNIST-1D test accuracy after {s.epochs} epochs, inputs multiplied by the scale",
+                ["input scale", *BLOCKS],
+                [[f"{x:g}", *(str(describe(r.kinds[k].acc[x])) for k in BLOCKS)]
+                 for x in s.train_scales],
+                f"{s.depth} blocks of width {s.width}, AdamW lr {s.lr:g}, {s.n_train} training "
+                "examples.",
+            ),
+        ]  # fmt: skip
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 3, width=4.4, height=3.6)
-        scales = np.asarray(evidence.series["ratio_scales"])
-        colors = {"standard": _plot.PLAIN, "balanced": _plot.RESIDUAL}
-        labels = {"standard": "standard x + F(x)", "balanced": "balanced x + σF(x/σ)"}
-        ax = axes[0][0]
+        scales = np.asarray(RATIO_SCALES)
         for kind in BLOCKS:
-            r = np.asarray(evidence.series["ratios"][kind])
-            ax.loglog(scales, r.mean(0), "o-", color=colors[kind], label=labels[kind])
-        ax.loglog(scales, 1 / scales, ":", color=_plot.REFERENCE, label="1 / scale")
-        ax.set(title="branch / skip at init", xlabel="input scale σ", ylabel="|y - x| / |x|")
-        ax.legend()
-        ax = axes[0][1]
-        for kind in BLOCKS:
-            h = np.maximum(np.asarray(evidence.series["homogeneity"][kind]).max(0), 1e-10)
-            ax.loglog(scales, h, "o-", color=colors[kind], label=labels[kind])
-        ax.set(title="homogeneity error (floor 1e-10)", xlabel="scale c",
-               ylabel="|f(cx) - c f(x)| / |c f(x)|")  # fmt: skip
-        ax.legend()
-        ax = axes[0][2]
-        train_scales = evidence.series["train_scales"]
-        xs = np.asarray([float(s) for s in train_scales])
-        for kind in BLOCKS:
-            acc = np.asarray([evidence.series["acc"][kind][s] for s in train_scales])  # (S, seeds)
-            ax.errorbar(xs, acc.mean(1), yerr=acc.std(1), fmt="o-", capsize=3,
-                        color=colors[kind], label=labels[kind])  # fmt: skip
-        ax.set_xscale("log")
-        ax.set(title="MNIST-1D test accuracy (mean ± sd)", xlabel="input scale",
-               ylabel="test accuracy")  # fmt: skip
-        ax.legend()
+            k = r.kinds[kind]
+            style = {"color": COLORS[kind], "label": LABELS[kind]}
+            axes[0][0].loglog(scales, k.mean_ratio, "o-", **style)
+            h = np.maximum(np.asarray(k.homogeneity).max(0), 1e-10)
+            axes[0][1].loglog(scales, h, "o-", **style)
+            xs = list(k.acc)
+            acc = np.asarray([k.acc[x] for x in xs])  # (scales, seeds)
+            axes[0][2].errorbar(xs, acc.mean(1), yerr=acc.std(1), fmt="o-", capsize=3, **style)
+        axes[0][0].loglog(scales, 1 / scales, ":", color=_plot.REFERENCE, label="1 / scale")
+        axes[0][0].set(
+            title="branch / skip at init", xlabel="input scale σ", ylabel="|y - x| / |x|"
+        )
+        axes[0][1].set(title="homogeneity error (floor 1e-10)", xlabel="scale c",
+                       ylabel="|f(cx) - c f(x)| / |c f(x)|")  # fmt: skip
+        axes[0][2].set_xscale("log")
+        axes[0][2].set(title="MNIST-1D test accuracy (mean ± sd)", xlabel="input scale",
+                       ylabel="test accuracy")  # fmt: skip
+        for ax in axes[0]:
+            ax.legend()
         _plot.save(fig, outdir / "scale_balance.png")
-        return [
-            Figure(
-                "scale_balance.png",
-                "Left: what a block adds relative to its skip, against the input scale: ~1/σ "
-                "for the standard block, constant for the balanced one. Middle: deviation from "
-                "exact homogeneity f(cx) = c f(x) (float32 rounding for the balanced block). "
-                "Right: test accuracy of networks of each block trained on MNIST-1D with the "
-                "inputs multiplied by the scale.",
-            )
-        ]
+        caption = (
+            "Left: what a block adds relative to its skip, against the input scale: ~1/σ for "
+            "the standard block, constant for the balanced one. Middle: deviation from exact "
+            "homogeneity f(cx) = c f(x) (float32 rounding for the balanced block). Right: test "
+            "accuracy of networks of each block trained on MNIST-1D with the inputs multiplied "
+            "by the scale."
+        )
+        return [Figure("scale_balance.png", caption)]
+
+
+COLORS = {"standard": _plot.PLAIN, "balanced": _plot.RESIDUAL}
+LABELS = {"standard": "standard x + F(x)", "balanced": "balanced x + σF(x/σ)"}
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)

@@ -4,75 +4,135 @@ For a stack of L residual blocks ``h_{l+1} = h_l + F_l(h_l)`` with ``||dF_l/dh||
 backward gain ``||g^T J|| / ||g||`` of ``J = prod (I + dF_l/dh)`` lies in ``[(1-c)^L, (1+c)^L]``
 for every vector ``g`` (each factor's singular values lie in ``[1 - c, 1 + c]``). The plain twin
 ``h_{l+1} = F_l(h_l)`` has only the upper bound ``prod c_l``. The discriminator's input gradient
-is what the generator learns from.
+is what the generator learns from; the probe is :mod:`skiplab.diagnostics.gain`.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, astuple, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import jacrev, vmap
-from torch.nn.utils import parametrize
 
 from skiplab import _plot
-from skiplab.claims._base import Claim, Context, Evidence, Figure, Table, Verdict, register_claim
-from skiplab.claims._stats import summarize
+from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import describe
 from skiplab.data.gaussians import GaussianMixture, grid_of_gaussians, ring_of_gaussians
+from skiplab.diagnostics.gain import GainSummary, gain_summary
 from skiplab.models.gan import Discriminator, GANConfig, Generator
 
-
-def stack_gain(d: Discriminator, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-sample backward gain through the block stack, branch Jacobian norms and input grads.
-
-    Returns:
-        ``gain`` ``(B,)``: ``||dD/dh_0|| / ||dD/dh_L||``; ``c`` ``(B, L)``: spectral norm of
-        each block's branch Jacobian at that sample; ``input_grad`` ``(B,)``: ``||dD/dx||``.
-    """
-    was_training = d.training
-    d.eval()  # spectral norm: use the current estimate, no power-iteration update per call
-    try:
-        with parametrize.cached():  # each normalised weight computed once for all samples
-            x = x.detach().requires_grad_(True)
-            h0 = d.stem(x)  # (B, H)
-            hs, h = [h0], h0
-            for block in d.blocks:
-                h = block(h)  # residual: h + F(h); plain: F(h)
-                hs.append(h)
-            h0.retain_grad()
-            h.retain_grad()
-            d.head(d.final(h)).sum().backward()
-            assert h0.grad is not None and h.grad is not None and x.grad is not None
-            gain = (h0.grad.norm(dim=1) / h.grad.norm(dim=1).clamp_min(1e-30)).detach()
-            cs = []
-            for block, hin in zip(d.blocks, hs[:-1]):
-                branch: Any = block.branch
-                jac = vmap(jacrev(branch))(hin.detach())  # (B, H, H): dF/dh per sample
-                # sigma_max(J) = sqrt(lambda_max(J^T J)); eigvalsh is cheaper than an SVD.
-                top = torch.linalg.eigvalsh(jac.mT @ jac)[:, -1]
-                cs.append(top.clamp_min(0).sqrt())
-    finally:
-        d.train(was_training)
-    return {
-        "gain": gain.numpy(),
-        "c": torch.stack(cs, dim=1).detach().numpy(),
-        "input_grad": x.grad.norm(dim=1).detach().numpy(),
-    }
+INIT = "init"  # the stack at initialisation, on samples of the ring
+MIXTURES = {"ring8": ring_of_gaussians, "grid25": grid_of_gaussians}  # GAN training
+ARMS = ("residual", "plain")
 
 
-def bounds_hold(gain: np.ndarray, c: np.ndarray, tol: float = 1e-4) -> float:
-    """Fraction of samples with ``(1-c)^L <= gain <= (1+c)^L``, ``c`` the sample's largest."""
-    cmax, n_blocks = c.max(axis=1), c.shape[1]
-    lo = np.clip(1 - cmax, 0, None) ** n_blocks
-    hi = (1 + cmax) ** n_blocks
-    return float(np.mean((gain >= lo * (1 - tol)) & (gain <= hi * (1 + tol))))
+@dataclass(frozen=True)
+class Settings:
+    depths: tuple[int, ...] = (2, 4, 8, 16)  # blocks L of the stacks probed at init
+    train_blocks: int = 6  # discriminator blocks in GAN training
+    steps: int = 1000  # GAN steps (one D step, one G step each)
+    hidden: int = 64  # width of every block
+    batch_size: int = 256  # real and fake samples per step
+    lr: float = 1e-3  # Adam for both networks
+    betas: tuple[float, float] = (0.5, 0.9)  # beta1 = 0.5 as in DCGAN (Radford et al. 2016)
+    init_samples: int = 128  # ring samples the stack is probed at, at init
+    probe_samples: int = 64  # samples per probe during training
+    probes: int = 5  # probes spread over training (plus the last step)
+    samples: int = 2000  # generator samples for the mode statistics
+
+
+SCALES = {
+    "tiny": Settings(depths=(2, 8), train_blocks=4, steps=60, hidden=32),
+    "quick": Settings(),
+    "full": Settings(depths=(2, 4, 8, 16, 32), train_blocks=16, steps=10000, hidden=256),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    task: str  # "init" (the gain at initialisation over depths) or a mixture trained on
+    arm: str  # the discriminator: "residual" or "plain" (the generator is residual in both)
+
+
+def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
+    """At init: probe a fresh stack of every depth; else train a GAN on the mixture."""
+    skip = c.arm == "residual"
+    if c.task != INIT:
+        return _train(run, s, MIXTURES[c.task](), skip)
+    x = run.put(ring_of_gaussians().sample(s.init_samples, run.generator(0)))
+    by_depth = {}
+    for depth in s.depths:
+        cfg = GANConfig(d_blocks=depth, hidden=s.hidden, skip=skip)
+        by_depth[depth] = asdict(gain_summary(run.build(partial(Discriminator, cfg)), x))
+        run.log(depth, **by_depth[depth])
+    return {"by_depth": by_depth}
+
+
+def _train(run: Run, s: Settings, mixture: GaussianMixture, skip: bool) -> dict[str, Any]:
+    """Non-saturating GAN (Goodfellow et al. 2014) with Adam, probing D's gradients
+    ``s.probes`` times; the generator's mode statistics and its first 1,000 samples."""
+    cfg = GANConfig(d_blocks=s.train_blocks, hidden=s.hidden, skip=skip)
+    d = run.build(lambda: Discriminator(cfg))
+    g = run.build(Generator(replace(cfg, skip=True)))  # built right after D, not reseeded
+    opt_d = torch.optim.Adam(d.parameters(), lr=s.lr, betas=s.betas)
+    opt_g = torch.optim.Adam(g.parameters(), lr=s.lr, betas=s.betas)
+    gen, latent, every = run.generator(0), cfg.latent_dim, max(s.steps // s.probes, 1)
+    for step in range(s.steps + 1):
+        if step % every == 0 or step == s.steps:
+            probe = gain_summary(d, run.put(mixture.sample(s.probe_samples, gen)))
+            run.log(step, **asdict(probe))
+        if step == s.steps:
+            break
+        real = run.put(mixture.sample(s.batch_size, gen))
+        fake = g(run.put(torch.randn(s.batch_size, latent, generator=gen)))
+        loss_d = F.softplus(-d(real)).mean() + F.softplus(d(fake.detach())).mean()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = F.softplus(-d(fake)).mean()  # non-saturating generator loss
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        run.log(step, loss_d=loss_d.item(), loss_g=loss_g.item())
+    with torch.no_grad():
+        samples = g(run.put(torch.randn(s.samples, latent, generator=gen))).cpu()
+    return {**mixture.mode_stats(samples), "samples": samples[:1000].tolist()}
+
+
+@dataclass
+class Training:
+    """One mixture and discriminator over seeds."""
+
+    modes: list[float]
+    hq_frac: list[float]
+    probes: list[dict[str, list[float]]]  # per seed: step, gain, c, input_grad, in_bounds
+    samples: list[list[float]]  # the first seed's generator samples, (1000, 2)
+
+
+@dataclass
+class Result(Summary):
+    init: dict[str, list[GainSummary]]  # arm -> per L: the stack at init, mean over seeds
+    train: dict[str, dict[str, Training]]  # mixture -> arm
+    centers: dict[str, list[list[float]]]  # mixture -> its mode centres
+    in_bounds_init: float  # the worst residual stack at init (any L, any seed)
+    in_bounds_train: float  # the worst residual probe during training
+    modes: dict[str, dict[str, float]]  # mixture -> arm -> modes covered, mean over seeds
+    seeds: list[int]
+    scale: str
+    settings: Settings
+
+    def gain(self, arm: str) -> list[float]:
+        """The median gain at init of the ``arm`` stacks, per L (mean over seeds)."""
+        return [p.gain for p in self.init[arm]]
 
 
 @register_claim
-class GANStability(Claim):
+class GANStability(Claim[Settings, Condition, Result]):
     id = "C10"
     slug = "gan-stability"
     title = "Residual discriminators keep their gradient; plain ones let it shrink"
@@ -96,8 +156,9 @@ class GANStability(Claim):
         "discriminator lie within [(1-c)^L, (1+c)^L]; (2) at init the plain stack's median "
         "gain at the largest L is at least 10x below the residual one's and falls with L; and "
         "(3) on both mixtures the residual discriminator covers at least as many modes as the "
-        "plain one, and at least one, on average over seeds. Fails when (1) or (2) is false; inconclusive when "
-        "only (3) misses (the gradient statement holds but training does not show it)."
+        "plain one, and at least one, on average over seeds. Fails when (1) or (2) is false; "
+        "inconclusive when only (3) misses (the gradient statement holds but training does not "
+        "show it)."
     )
     math = (
         "J = prod_l (I + J_l), ||J_l||_2 <= c:  sigma_min(I + J_l) >= 1 - c, "
@@ -114,228 +175,113 @@ class GANStability(Claim):
         "Metz et al. 2017, Unrolled GANs (ring of 8); Srivastava et al. 2017, VEEGAN (grid of 25)",
     )
     default_seeds = {"tiny": 1, "quick": 2, "full": 5}
+    scales = SCALES
+    measure = staticmethod(measure)
 
-    def run(self, ctx: Context) -> Evidence:
-        depths = ctx.pick(tiny=(2, 8), quick=(2, 4, 8, 16), full=(2, 4, 8, 16, 32))
-        train_blocks = ctx.pick(tiny=4, quick=6, full=16)
-        steps = ctx.pick(tiny=60, quick=1000, full=10000)
-        hidden = ctx.pick(tiny=32, quick=64, full=256)
-        ev = Evidence(seeds=ctx.seeds)
-        init: dict[str, dict[str, list[dict[str, float]]]] = {"residual": {}, "plain": {}}
-        for seed in ctx.seeds:
-            with ctx.run(f"C10 gradient at init seed {seed}", {"depths": list(depths)}, seed=seed):
-                x = ring_of_gaussians().sample(128, torch.Generator().manual_seed(seed))
-                for depth in depths:
-                    for arm, skip in (("residual", True), ("plain", False)):
-                        torch.manual_seed(seed)
-                        d = Discriminator(GANConfig(d_blocks=depth, hidden=hidden, skip=skip))
-                        p = stack_gain(d, x)
-                        c = p["c"]
-                        init[arm].setdefault(str(depth), []).append({
-                            "gain": float(np.median(p["gain"])),
-                            "c": float(np.median(c.max(1))),
-                            "c_mean": float(c.mean()),
-                            "prod_c": float(np.median(np.prod(c, axis=1))),
-                            "in_bounds": bounds_hold(p["gain"], c),
-                            "input_grad": float(np.median(p["input_grad"])),
-                        })  # fmt: skip
-        ev.series["init"] = init
-        ev.series["depths"] = list(depths)
+    def conditions(self, s: Settings) -> list[Condition]:
+        return [Condition(t, arm) for t in (INIT, *MIXTURES) for arm in ARMS]
 
-        mixtures = (ring_of_gaussians(), grid_of_gaussians())
-        train: dict[str, dict[str, list[Any]]] = {}
-        for mixture in mixtures:
-            for arm, skip in (("residual", True), ("plain", False)):
-                key = f"{mixture.name}/{arm}"
-                train[key] = {"probes": [], "stats": []}
-                for seed in ctx.seeds:
-                    cfg = GANConfig(d_blocks=train_blocks, hidden=hidden, skip=skip)
-                    gen_cfg = GANConfig(d_blocks=train_blocks, hidden=hidden, skip=True)
-                    run_cfg = {"mixture": mixture.name, "arm": arm, "blocks": train_blocks,
-                               "hidden": hidden, "steps": steps}  # fmt: skip
-                    with ctx.run(f"C10 {key} seed {seed}", run_cfg, seed=seed) as run_id:
-                        torch.manual_seed(seed)
-                        d, g = Discriminator(cfg), Generator(gen_cfg)
-                        out = train_gan(mixture, d, g, steps, seed, max(steps // 5, 1))
-                        ctx.store.finish_run(run_id, "completed", results=out["stats"])
-                    train[key]["probes"].append(out["probes"])
-                    train[key]["stats"].append(out["stats"])
-                    if seed == ctx.seeds[0]:
-                        ev.series.setdefault("samples", {})[key] = out["samples"][:1000].tolist()
-        ev.series["train"] = train
-        ev.series["centers"] = {m.name: m.centers.tolist() for m in mixtures}
+    def cost(self, s: Settings, c: Condition) -> float:
+        if c.task == INIT:  # one exact H x H Jacobian per block and sample
+            return s.init_samples * sum(s.depths) * s.hidden**3 / 1e8
+        probes = (s.probes + 1) * s.probe_samples * s.train_blocks * s.hidden**3
+        return (s.steps * 6 * s.batch_size * s.train_blocks * s.hidden**2 + probes) / 1e8
 
-        rows = []
-        for depth in depths:
-            res_init, plain_init = init["residual"][str(depth)], init["plain"][str(depth)]
-            c_res = float(np.mean([e["c"] for e in res_init]))
-            rows.append([
-                depth, round(c_res, 3), f"{max(1 - c_res, 0) ** depth:.3g}",
-                f"{(1 + c_res) ** depth:.3g}",
-                f"{np.mean([e['gain'] for e in res_init]):.3g}",
-                f"{100 * np.mean([e['in_bounds'] for e in res_init]):.1f}%",
-                f"{np.mean([e['c'] for e in plain_init]):.3f}",
-                f"{np.mean([e['prod_c'] for e in plain_init]):.3g}",
-                f"{np.mean([e['gain'] for e in plain_init]):.3g}",
-            ])  # fmt: skip
-        ev.tables.append(
-            Table(
-                "Backward gain through the discriminator's block stack at initialisation "
-                "(medians over samples, mean over seeds)",
-                [
-                    "L",
-                    "c (residual)",
-                    "(1-c)^L",
-                    "(1+c)^L",
-                    "residual gain",
-                    "within bounds",
-                    "c (plain)",
-                    "prod c_l (plain)",
-                    "plain gain",
-                ],
-                rows,
-                f"hidden {hidden}, spectral norm on every layer, 128 samples of the ring; c is "
-                "the largest branch-Jacobian spectral norm of a sample's blocks.",
-            )
-        )
-        trows = []
-        for key, val in train.items():
-            stats = val["stats"]
-            modes = summarize([s["modes"] for s in stats])
-            hq = summarize([s["hq_frac"] for s in stats])
-            last = [pr[-1] for pr in val["probes"]]
-            trows.append([
-                key, f"{modes.mean:.1f} ± {modes.std:.1f}", f"{100 * hq.mean:.1f} ± {100 * hq.std:.1f}",
-                f"{np.mean([q['gain'] for q in last]):.3g}", f"{np.mean([q['c'] for q in last]):.3g}",
-                f"{np.mean([q['input_grad'] for q in last]):.3g}",
-                # the residual bounds say nothing about a plain stack
-                f"{100 * min(q['in_bounds'] for pr in val['probes'] for q in pr):.1f}%"
-                if key.endswith("/residual") else "n/a",
-            ])  # fmt: skip
-            name = key.replace("/", "_")
-            ev.numbers[f"{name}_modes"] = modes.mean
-            ev.numbers[f"{name}_hq"] = hq.mean
-        ev.tables.append(
-            Table(
-                "GAN training on the Gaussian mixtures (mean ± std over seeds)",
-                [
-                    "mixture / discriminator",
-                    "modes covered",
-                    "high-quality samples (%)",
-                    "final gain",
-                    "final c",
-                    "final ||dD/dx||",
-                    "min within bounds",
-                ],
-                trows,
-                f"{train_blocks} discriminator blocks, hidden {hidden}, {steps} steps, batch "
-                "256, Adam 1e-3 (0.5, 0.9); the generator (2 residual blocks) is the same in "
-                "both arms. 'min within bounds' is over every probe during training.",
-            )
-        )
-        deepest = str(depths[-1])
-        ev.numbers["init_residual_gain_Lmax"] = float(
-            np.mean([e["gain"] for e in init["residual"][deepest]])
-        )
-        ev.numbers["init_plain_gain_Lmax"] = float(
-            np.mean([e["gain"] for e in init["plain"][deepest]])
-        )
-        if ctx.scale != "full":
-            ev.notes.append(
-                f"{ctx.scale} scale: {steps} GAN steps with {len(ctx.seeds)} seed(s); mode "
-                "statistics of short runs are noisy. MNIST is not trained at any scale here "
-                "(the MNIST discriminator/generator are in the zoo, gan_*_mnist)."
-            )
-        return ev
+    def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
+        init = {arm: [[GainSummary(**r.get("by_depth")[str(d)]) for d in s.depths]
+                      for r in runs.where(task=INIT, arm=arm)] for arm in ARMS}  # fmt: skip
+        train = {m: {arm: _training(runs.where(task=m, arm=arm)) for arm in ARMS} for m in MIXTURES}
+        return Result(
+            init={arm: [_mean(seeds) for seeds in zip(*init[arm])] for arm in ARMS},
+            train=train,
+            centers={m: make().centers.tolist() for m, make in MIXTURES.items()},
+            in_bounds_init=min(p.in_bounds for probes in init["residual"] for p in probes),
+            in_bounds_train=min(v for arms in train.values() for pr in arms["residual"].probes
+                                for v in pr["in_bounds"]),
+            modes={m: {arm: float(np.mean(train[m][arm].modes)) for arm in ARMS} for m in MIXTURES},
+            seeds=runs.seeds, scale=next((k for k, v in SCALES.items() if v == s), "custom"),
+            settings=s,
+        )  # fmt: skip
 
-    def decide(self, evidence: Evidence) -> Verdict:
-        init, train = evidence.series["init"], evidence.series["train"]
-        depths = [str(d) for d in evidence.series["depths"]]
-        in_init = min(e["in_bounds"] for d in depths for e in init["residual"][d])
-        in_train = min(
-            q["in_bounds"]
-            for k, v in train.items()
-            if k.endswith("/residual")
-            for pr in v["probes"]
-            for q in pr
-        )
-        bounded = in_init >= 0.99 and in_train >= 0.99
-        res_deep = float(np.mean([e["gain"] for e in init["residual"][depths[-1]]]))
-        plain_gains = [float(np.mean([e["gain"] for e in init["plain"][d]])) for d in depths]
-        shrinks = plain_gains[-1] * 10 <= res_deep and plain_gains[-1] < plain_gains[0]
-        coverage: dict[str, dict[str, float]] = {}
-        for key in train:
-            mixture, arm = key.split("/")
-            coverage.setdefault(mixture, {})[arm] = float(
-                np.mean([s["modes"] for s in train[key]["stats"]])
-            )
-        # Equal coverage counts only when the residual arm learned something (0 vs 0 is no test).
-        covers = all(v["residual"] >= v["plain"] and v["residual"] > 0 for v in coverage.values())
-        detail = (
-            f"residual samples within [(1-c)^L, (1+c)^L]: {100 * in_init:.1f}% at init, "
-            f"{100 * in_train:.1f}% during training (worst probe); at L={depths[-1]} median "
-            f"gain residual {res_deep:.3g} vs plain {plain_gains[-1]:.3g} (plain at "
-            f"L={depths[0]}: {plain_gains[0]:.3g}); modes covered "
-            + ", ".join(
-                f"{m}: residual {v['residual']:.1f} vs plain {v['plain']:.1f}"
-                for m, v in coverage.items()
-            )
-            + f" (mean over {len(evidence.seeds)} seed(s))."
-        )
-        if not bounded or not shrinks:
-            missing = [n for n, ok in (("bounds", bounded), ("plain shrinks", shrinks)) if not ok]
-            return Verdict("fails", f"not observed: {', '.join(missing)}. {detail}")
-        if not covers:
-            return Verdict(
-                "inconclusive",
-                "gradient bounds hold, but the residual discriminator does not cover at least "
-                f"as many modes (and at least one) on every mixture. {detail}",
-            )
-        return Verdict("holds", detail)
+    def checks(self, r: Result) -> list[Check]:
+        res, plain = r.gain("residual"), r.gain("plain")
+        return [
+            Check("residual gain within [(1-c)^L, (1+c)^L] for >= 99% of samples, at init and "
+                  "in training", r.in_bounds_init >= 0.99 and r.in_bounds_train >= 0.99),
+            Check(f"plain gain at L={r.settings.depths[-1]} >= 10x below the residual one and "
+                  "falling with L", plain[-1] * 10 <= res[-1] and plain[-1] < plain[0]),
+            # equal coverage counts only when the residual arm learned something (0 vs 0 is no test)
+            Check("residual D covers at least as many modes as the plain one, and at least one, "
+                  "on every mixture",
+                  all(v["residual"] >= v["plain"] and v["residual"] > 0 for v in r.modes.values()),
+                  kind="evidence"),
+        ]  # fmt: skip
 
-    def figures(self, evidence: Evidence, outdir: Path) -> list[Figure]:
-        init, depths = evidence.series["init"], evidence.series["depths"]
+    def detail(self, r: Result) -> str:
+        depths = r.settings.depths
+        res, plain = r.gain("residual"), r.gain("plain")
+        return (
+            f"residual samples within [(1-c)^L, (1+c)^L]: {100 * r.in_bounds_init:.1f}% at init, "
+            f"{100 * r.in_bounds_train:.1f}% during training (worst probe); at L={depths[-1]} "
+            f"median gain residual {res[-1]:.3g} vs plain {plain[-1]:.3g} (plain at "
+            f"L={depths[0]}: {plain[0]:.3g}); modes covered "
+            + ", ".join(f"{m}: residual {r.modes[m]['residual']:.1f} vs plain "
+                        f"{r.modes[m]['plain']:.1f}" for m in MIXTURES)
+            + f" (mean over {len(r.seeds)} seed(s))."
+        )  # fmt: skip
+
+    def numbers(self, r: Result) -> dict[str, float]:
+        out = {f"init_{arm}_gain_Lmax": r.init[arm][-1].gain for arm in ARMS}
+        for m in MIXTURES:
+            for arm in ARMS:
+                out[f"{m}_{arm}_modes"] = describe(r.train[m][arm].modes).mean
+                out[f"{m}_{arm}_hq"] = describe(r.train[m][arm].hq_frac).mean
+        return out
+
+    def tables(self, r: Result) -> list[Table]:
+        s = r.settings
+        return [
+            Table("Backward gain through the discriminator's block stack at initialisation "
+                  "(medians over samples, mean over seeds)",
+                  ["L", "c (residual)", "(1-c)^L", "(1+c)^L", "residual gain", "within bounds",
+                   "c (plain)", "prod c_l (plain)", "plain gain"],
+                  [_init_row(d, *(r.init[arm][i] for arm in ARMS)) for i, d in enumerate(s.depths)],
+                  f"hidden {s.hidden}, spectral norm on every layer, {s.init_samples} samples of "
+                  "the ring; c is the largest branch-Jacobian spectral norm of a sample's blocks."),
+            Table("GAN training on the Gaussian mixtures (mean ± std over seeds)",
+                  ["mixture / discriminator", "modes covered", "high-quality samples (%)",
+                   "final gain", "final c", "final ||dD/dx||", "min within bounds"],
+                  [_train_row(f"{m}/{arm}", r.train[m][arm]) for m in MIXTURES for arm in ARMS],
+                  f"{s.train_blocks} discriminator blocks, hidden {s.hidden}, {s.steps} steps, "
+                  f"batch {s.batch_size}, Adam {s.lr:g} {s.betas}; the generator (2 residual "
+                  "blocks) is the same in both arms. 'min within bounds' is over every probe "
+                  "during training."),
+        ]  # fmt: skip
+
+    def notes(self, r: Result) -> list[str]:
+        if r.scale == "full":
+            return []
+        return [
+            f"{r.scale} scale: {r.settings.steps} GAN steps with {len(r.seeds)} seed(s); mode "
+            "statistics of short runs are noisy. MNIST is not trained at any scale here "
+            "(the MNIST discriminator/generator are in the zoo, gan_*_mnist)."
+        ]
+
+    def figures(self, r: Result, outdir: Path) -> list[Figure]:
         fig, axes = _plot.subplots(1, 2, width=5.0, height=3.8)
-        ax = axes[0][0]
-        res_gain = [np.mean([e["gain"] for e in init["residual"][str(d)]]) for d in depths]
-        plain_gain = [np.mean([e["gain"] for e in init["plain"][str(d)]]) for d in depths]
-        c = [np.mean([e["c"] for e in init["residual"][str(d)]]) for d in depths]
-        prod_c = [np.mean([e["prod_c"] for e in init["plain"][str(d)]]) for d in depths]
-        ax.semilogy(depths, res_gain, "o-", color=_plot.RESIDUAL, label="residual gain")
-        ax.semilogy(depths, plain_gain, "o-", color=_plot.PLAIN, label="plain gain")
-        ax.semilogy(depths, [(1 + ci) ** d for ci, d in zip(c, depths)], "--",
-                    color=_plot.REFERENCE, label="(1+c)^L")  # fmt: skip
-        ax.semilogy(depths, [max(1 - ci, 1e-30) ** d for ci, d in zip(c, depths)], ":",
-                    color=_plot.REFERENCE, label="(1-c)^L")  # fmt: skip
-        ax.semilogy(depths, prod_c, "x--", color=_plot.PLAIN, alpha=0.6, label="prod c_l (plain)")
-        ax.set(title="backward gain through L blocks at init", xlabel="blocks L",
-               ylabel="||dD/dh_0|| / ||dD/dh_L||")  # fmt: skip
-        ax.legend(fontsize=8)
+        _gain_panel(axes[0][0], r)
         ax = axes[0][1]
-        for key, val in evidence.series["train"].items():
-            arm = key.split("/")[1]
-            style = "-" if key.startswith("ring") else "--"
-            for j, pr in enumerate(val["probes"]):
-                ax.semilogy([q["step"] for q in pr], [q["input_grad"] for q in pr], style,
-                            color=_plot.RESIDUAL if arm == "residual" else _plot.PLAIN, alpha=0.6,
-                            label=key if j == 0 else None)  # fmt: skip
+        for m in MIXTURES:
+            for arm in ARMS:
+                for j, pr in enumerate(r.train[m][arm].probes):
+                    ax.semilogy(pr["step"], pr["input_grad"], "-" if m.startswith("ring") else "--",
+                                color=_plot.RESIDUAL if arm == "residual" else _plot.PLAIN,
+                                alpha=0.6, label=f"{m}/{arm}" if j == 0 else None)  # fmt: skip
         ax.set(title="discriminator input-gradient norm in training", xlabel="step",
                ylabel="median ||dD/dx||")  # fmt: skip
         ax.legend(fontsize=8)
         _plot.save(fig, outdir / "gan_gradients.png")
-
-        samples = evidence.series["samples"]
-        keys = list(samples)
-        fig, axes = _plot.subplots(1, len(keys), width=3.2, height=3.2)
-        for ax, key in zip(axes[0], keys):
-            pts = np.asarray(samples[key])
-            centers = np.asarray(evidence.series["centers"][key.split("/")[0]])
-            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4,
-                       color=_plot.RESIDUAL if key.endswith("residual") else _plot.PLAIN)  # fmt: skip
-            ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="black", s=20)
-            lim = float(np.abs(centers).max()) + 1.5
-            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=f"{key} D", aspect="equal")
-        _plot.save(fig, outdir / "gan_samples.png")
+        _samples_figure(r, outdir / "gan_samples.png")
         return [
             Figure(
                 "gan_gradients.png",
@@ -352,38 +298,60 @@ class GANStability(Claim):
         ]
 
 
-def train_gan(
-    mixture: GaussianMixture, d: Discriminator, g: Generator, steps: int, seed: int, every: int
-) -> dict[str, Any]:
-    """Non-saturating GAN (Goodfellow et al. 2014) with Adam, probing D's gradients every
-    ``every`` steps; returns the probes, 2,000 samples and their mode statistics."""
-    opt_d = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    gen = torch.Generator().manual_seed(seed)
-    batch, latent = 256, g.cfg.latent_dim
-    probes = []
-    for step in range(steps + 1):
-        if step % every == 0 or step == steps:
-            p = stack_gain(d, mixture.sample(64, gen))
-            d.zero_grad()
-            probes.append({
-                "step": step, "gain": float(np.median(p["gain"])),
-                "c": float(np.median(p["c"].max(1))),
-                "input_grad": float(np.median(p["input_grad"])),
-                "in_bounds": bounds_hold(p["gain"], p["c"]),
-            })  # fmt: skip
-        if step == steps:
-            break
-        real = mixture.sample(batch, gen)
-        fake = g(torch.randn(batch, latent, generator=gen))
-        loss_d = F.softplus(-d(real)).mean() + F.softplus(d(fake.detach())).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = F.softplus(-d(fake)).mean()  # non-saturating generator loss
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-    with torch.no_grad():
-        samples = g(torch.randn(2000, latent, generator=gen))
-    return {"probes": probes, "samples": samples, "stats": mixture.mode_stats(samples)}
+def _training(runs: Runs[Condition]) -> Training:
+    keys = ("gain", "c", "input_grad", "in_bounds")
+    probes = [{"step": [float(v) for v in r.steps("gain")], **{k: r.curve(k) for k in keys}}
+              for r in runs]  # fmt: skip
+    first = runs.records[0].get("samples")
+    return Training(runs.values("modes"), runs.values("hq_frac"), probes, first)
+
+
+def _mean(probes: tuple[GainSummary, ...]) -> GainSummary:
+    return GainSummary(*np.mean([astuple(p) for p in probes], axis=0).tolist())
+
+
+def _init_row(depth: int, res: GainSummary, plain: GainSummary) -> list[Any]:
+    return [
+        depth, round(res.c, 3), f"{max(1 - res.c, 0) ** depth:.3g}", f"{(1 + res.c) ** depth:.3g}",
+        f"{res.gain:.3g}", f"{100 * res.in_bounds:.1f}%", f"{plain.c:.3f}", f"{plain.prod_c:.3g}",
+        f"{plain.gain:.3g}",
+    ]  # fmt: skip
+
+
+def _train_row(key: str, t: Training) -> list[Any]:
+    modes, hq = describe(t.modes), describe(t.hq_frac)
+    last = {k: np.mean([pr[k][-1] for pr in t.probes]) for k in ("gain", "c", "input_grad")}
+    worst = min(v for pr in t.probes for v in pr["in_bounds"])
+    return [
+        key, f"{modes.mean:.1f} ± {modes.std:.1f}", f"{100 * hq.mean:.1f} ± {100 * hq.std:.1f}",
+        f"{last['gain']:.3g}", f"{last['c']:.3g}", f"{last['input_grad']:.3g}",
+        f"{100 * worst:.1f}%" if key.endswith("/residual") else "n/a",  # no bound for plain
+    ]  # fmt: skip
+
+
+def _gain_panel(ax: Any, r: Result) -> None:
+    depths, res, plain = list(r.settings.depths), r.init["residual"], r.init["plain"]
+    ax.semilogy(depths, r.gain("residual"), "o-", color=_plot.RESIDUAL, label="residual gain")
+    ax.semilogy(depths, r.gain("plain"), "o-", color=_plot.PLAIN, label="plain gain")
+    ax.semilogy(depths, [(1 + p.c) ** d for p, d in zip(res, depths)], "--",
+                color=_plot.REFERENCE, label="(1+c)^L")  # fmt: skip
+    ax.semilogy(depths, [max(1 - p.c, 1e-30) ** d for p, d in zip(res, depths)], ":",
+                color=_plot.REFERENCE, label="(1-c)^L")  # fmt: skip
+    ax.semilogy(depths, [p.prod_c for p in plain], "x--", color=_plot.PLAIN, alpha=0.6,
+                label="prod c_l (plain)")  # fmt: skip
+    ax.set(title="backward gain through L blocks at init", xlabel="blocks L",
+           ylabel="||dD/dh_0|| / ||dD/dh_L||")  # fmt: skip
+    ax.legend(fontsize=8)
+
+
+def _samples_figure(r: Result, path: Path) -> None:
+    keys = [(m, arm) for m in MIXTURES for arm in ARMS]
+    fig, axes = _plot.subplots(1, len(keys), width=3.2, height=3.2)
+    for ax, (m, arm) in zip(axes[0], keys):
+        pts, centers = np.asarray(r.train[m][arm].samples), np.asarray(r.centers[m])
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4,
+                   color=_plot.RESIDUAL if arm == "residual" else _plot.PLAIN)  # fmt: skip
+        ax.scatter(centers[:, 0], centers[:, 1], marker="x", color="black", s=20)
+        lim = float(np.abs(centers).max()) + 1.5
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=f"{m}/{arm} D", aspect="equal")
+    _plot.save(fig, path)
