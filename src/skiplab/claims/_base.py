@@ -107,12 +107,7 @@ class Verdict:
             raise ValueError(f"verdict must be holds, fails or inconclusive; got {self.status!r}")
 
     @classmethod
-    def from_checks(
-        cls,
-        checks: Sequence[Check | tuple[str, bool]],
-        detail: str = "",
-        otherwise: str = "fails",
-    ) -> Verdict:
+    def from_checks(cls, checks: Sequence[Check], detail: str = "") -> Verdict:
         """The verdict of a list of checks.
 
         A failed positive control makes it ``inconclusive`` (the budget cannot decide);
@@ -121,13 +116,10 @@ class Verdict:
         observed, with its numbers, then ``detail``.
 
         Args:
-            checks: :class:`Check` objects, or ``(name, passed)`` pairs meaning claim checks
-                whose failure gives ``otherwise``.
+            checks: the claim's checks.
             detail: the measured numbers behind the checks, appended to the reason.
-            otherwise: the verdict a failed ``(name, passed)`` pair gives (default ``"fails"``).
         """
-        kind = {"fails": "claim", "inconclusive": "evidence"}[otherwise]
-        items = [c if isinstance(c, Check) else Check(c[0], c[1], kind=kind) for c in checks]
+        items = list(checks)
         tail = f" {detail}" if detail else ""
         controls = [c for c in items if c.kind == "control" and not c.passed]
         if controls:
@@ -251,7 +243,6 @@ class Evidence:
         settings: the settings the runs used.
         seeds: seeds the numbers rest on.
         run_ids: store ids of the runs behind them.
-        series: raw data for the figures of claims written before the runner (JSON-able).
     """
 
     numbers: dict[str, float] = field(default_factory=dict)
@@ -262,7 +253,6 @@ class Evidence:
     settings: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)
-    series: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -274,7 +264,6 @@ class Evidence:
             "settings": self.settings,
             "seeds": self.seeds,
             "run_ids": self.run_ids,
-            "series": self.series,
         }
 
     @classmethod
@@ -288,7 +277,6 @@ class Evidence:
             settings=dict(d.get("settings", {})),
             seeds=list(d.get("seeds", [])),
             run_ids=list(d.get("run_ids", [])),
-            series=dict(d.get("series", {})),
         )
 
 
@@ -361,6 +349,7 @@ class Claim(ABC, Generic[S, C, R]):
         return ""
 
     def decide(self, r: R) -> Verdict:
+        """The verdict of the summary: its checks and detail through ``Verdict.from_checks``."""
         return Verdict.from_checks(self.checks(r), self.detail(r))
 
     def numbers(self, r: R) -> dict[str, float]:
@@ -427,28 +416,28 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-_CLAIMS: dict[str, type[Any]] = {}
-K = TypeVar("K", bound=type)
+AnyClaim = Claim[Any, Any, Any]
+_CLAIMS: dict[str, type[AnyClaim]] = {}
+K = TypeVar("K", bound=type[AnyClaim])
 
 
 def register_claim(cls: K) -> K:
     """Add a claim class to the catalogue (IDs and slugs must be unique)."""
     for other in _CLAIMS.values():
-        if other.slug == cls.slug and other.id != cls.id:  # type: ignore[attr-defined]
-            raise ValueError(f"claim slug {cls.slug!r} used by both {other.id} and {cls.id}")  # type: ignore[attr-defined]
-    cid = cls.id  # type: ignore[attr-defined]
-    if cid in _CLAIMS and _CLAIMS[cid] is not cls:
-        raise ValueError(f"claim id {cid} registered twice")
-    _CLAIMS[cid] = cls
+        if other.slug == cls.slug and other.id != cls.id:
+            raise ValueError(f"claim slug {cls.slug!r} used by both {other.id} and {cls.id}")
+    if cls.id in _CLAIMS and _CLAIMS[cls.id] is not cls:
+        raise ValueError(f"claim id {cls.id} registered twice")
+    _CLAIMS[cls.id] = cls
     return cls
 
 
-def catalogue() -> dict[str, type[Any]]:
+def catalogue() -> dict[str, type[AnyClaim]]:
     """Every registered claim class by id, in id order."""
     return dict(sorted(_CLAIMS.items()))
 
 
-def select_claims(spec: str | Sequence[str] = "all") -> list[Any]:
+def select_claims(spec: str | Sequence[str] = "all") -> list[AnyClaim]:
     """Claims named by ``"all"``, IDs (``"C01,C09"``, case-insensitive) or slugs.
 
     Raises:
@@ -461,7 +450,7 @@ def select_claims(spec: str | Sequence[str] = "all") -> list[Any]:
     if any(n.lower() == "all" for n in names):
         return [cls() for cls in known.values()]
     by_slug = {cls.slug: cls for cls in known.values()}
-    chosen: list[Any] = []
+    chosen: list[AnyClaim] = []
     for name in names:
         cls = known.get(name.upper()) or by_slug.get(name.lower())
         if cls is None:

@@ -203,12 +203,12 @@ class RayExecutor(Executor):
             ) from err
         self.ray = ray
         self.started = False
+        if address is not None:
+            _probe(address)  # Ray itself retries an unreachable address for minutes
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address is None:
                 kwargs["num_cpus"] = workers or available_cores()
-            else:
-                _probe(address)  # Ray itself retries an unreachable address for minutes
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as err:

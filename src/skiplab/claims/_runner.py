@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skiplab.claims._base import SCALES, Claim, Evidence, Verdict, _plain, catalogue
+from skiplab.claims._base import SCALES, Claim, Evidence, _plain, catalogue
 from skiplab.store import Store
 from skiplab.train import DivergedError, History, TrainConfig, Trainer
 from skiplab.train.tasks import Task
@@ -436,7 +436,7 @@ def seed_list(n: int, replicate: bool = False) -> list[int]:
 
 
 def reproduce(
-    claims: Sequence[Any],
+    claims: Sequence[Claim[Any, Any, Any]],
     *,
     scale: str,
     store: Store,
@@ -483,11 +483,6 @@ def reproduce(
         n = seeds if seeds is not None else claim.default_seeds[scale]
         for seedset in seedsets:
             chosen = seed_list(n, seedset == "replicate")
-            if not isinstance(claim, Claim):
-                outcomes[claim.id, seedset] = _reproduce_script(
-                    claim, scale, chosen, seedset, store, workdir, device, progress, say
-                )
-                continue
             job, todo = _plan(claim, scale, chosen, store, workdir, device, threads, force)
             job.seedset = seedset
             jobs[claim.id, seedset] = job
@@ -614,7 +609,7 @@ def _decide(job: _Job, store: Store, scale: str, say: Callable[[str], None]) -> 
         runs = load_runs(store, job.plan, job.ids)
         summary = claim.summarize(job.settings, runs)
         checks = list(claim.checks(summary))
-        verdict = Verdict.from_checks(checks, claim.detail(summary))
+        verdict = claim.decide(summary)
         evidence = Evidence(
             numbers=claim.numbers(summary),
             tables=claim.tables(summary),
@@ -655,37 +650,3 @@ def _record_error(store: Store, claim_id: str, scale: str, error: str) -> None:
 def _last_line(text: str | None) -> str:
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
-
-
-def _reproduce_script(
-    claim: Any,
-    scale: str,
-    seeds: list[int],
-    seedset: str,
-    store: Store,
-    workdir: str | os.PathLike[str],
-    device: str,
-    progress: bool,
-    say: Callable[[str], None],
-) -> Outcome:
-    """A claim still written as one script: run it whole, in process."""
-    from skiplab.claims._legacy import run_script_claim
-
-    say(f"{claim.id} {claim.slug}: running at {scale} scale, seeds {seeds}")
-    t0 = time.perf_counter()
-    try:
-        verdict, evidence = run_script_claim(claim, scale, seeds, store, workdir, device, progress)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:
-        msg = f"{type(err).__name__}: {err}"
-        say(f"{claim.id} {claim.slug}: ERROR {msg}")
-        _record_error(store, claim.id, scale, traceback.format_exc(limit=12))
-        return Outcome(claim, "error", msg, time.perf_counter() - t0, 0, 0, seedset, seeds)
-    wall = time.perf_counter() - t0
-    store.save_verdict(
-        claim.id, claim.slug, scale, verdict.status, verdict.reason, evidence.as_dict(),
-        seeds, evidence.run_ids, wall, seedset,
-    )  # fmt: skip
-    say(f"{claim.id} {claim.slug}: {verdict.status} ({wall:.1f} s): {verdict.reason}")
-    return Outcome(claim, verdict.status, verdict.reason, wall, 0, 0, seedset, seeds)

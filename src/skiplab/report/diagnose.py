@@ -13,6 +13,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,16 +131,7 @@ def run_diagnose(
     torch.manual_seed(seed)
     xb, yb = splits.train.tensors[0][:128], splits.train.tensors[1][:128]
     xt, yt = splits.test.tensors[0][:1000], splits.test.tensors[1][:1000]
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(xb[:2])
-    except Exception as err:
-        raise ValueError(
-            f"model {name!r} does not accept dataset {splits.name!r} inputs of shape "
-            f"{tuple(xb.shape[1:])} ({type(err).__name__}: {err}); pass a matching --data"
-        ) from err
-    model.train()
+    _check_inputs(model, name, splits, xb)
     config = {"model": name, "data": splits.name, "probes": probes, "epochs": epochs, "seed": seed}
     run_id = store.start_run(f"diagnose {name} on {splits.name}", "diagnose", config, seed=seed)
     results: dict[str, Any] = {}
@@ -165,36 +157,11 @@ def run_diagnose(
         do("jacobian", lambda s: _jacobian(s, model, xb, results, figdir))
         do("paths", lambda s: _paths(s, model, xb, yb, results, figdir))
         probe = GradientFlowProbe(split=True) if "gradflow" in probes else None
-        init_flow = (
-            gradient_flow_at_init(model, (xb,), yb, F.cross_entropy) if probe is not None else {}
-        )
-        if probe is not None and not init_flow.get("split_blocks"):
-            # hand-written skips: the split from the traced graph instead of module hooks
-            try:
-                split = gradient_split(model, (xb,), yb, F.cross_entropy)
-            except Exception as err:  # the probe section says so; the others go on
-                split = {"error": f"{type(err).__name__}: {err}"}
-                results["gradient_split_error"] = split["error"]
-            if split.get("merges"):
-                init_flow.update(
-                    split_blocks=split["merges"], shortcut_grad=[split["shortcut_grad"]],
-                    branch_grad=[split["branch_grad"]],
-                )  # fmt: skip
+        init_flow = _flow_at_init(model, xb, yb, results) if probe is not None else {}
         training = ""
-        train_fn = train_fn or train_briefly
         if epochs > 0:
             log(f"diagnose: training {epochs} epoch(s)")
-            if probe is not None:
-                with probe.attached(model):
-                    final = train_fn(model, splits, epochs, seed)
-            else:
-                final = train_fn(model, splits, epochs, seed)
-            results["training"] = final
-            training = (
-                f"Trained {epochs} epoch(s) on {splits.name} ({splits.num_train} examples): "
-                f"train loss {final.get('train_loss', math.nan):.4f}, "
-                f"test accuracy {final.get('test_acc', math.nan):.4f}."
-            )
+            training = _train(model, splits, epochs, seed, probe, train_fn, results)
         do("gradflow", lambda s: _gradflow(s, init_flow, probe, results, figdir))
         do("landscape", lambda s: _landscape(s, model, xb, yb, results, figdir))
         do("lesion", lambda s: _lesion(s, model, xt, yt, results, figdir))
@@ -211,6 +178,61 @@ def run_diagnose(
     index = out_dir / "index.html"
     _write_atomic(index, html)
     return index
+
+
+def _check_inputs(model: nn.Module, name: str, splits: Splits, xb: torch.Tensor) -> None:
+    """Raise a clear error when the model does not take the dataset's inputs."""
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(xb[:2])
+    except Exception as err:
+        raise ValueError(
+            f"model {name!r} does not accept dataset {splits.name!r} inputs of shape "
+            f"{tuple(xb.shape[1:])} ({type(err).__name__}: {err}); pass a matching --data"
+        ) from err
+    model.train()
+
+
+def _flow_at_init(
+    model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, results: dict[str, Any]
+) -> dict[str, Any]:
+    """Gradient flow at init; for hand-written skips, the split from the traced graph."""
+    init_flow = gradient_flow_at_init(model, (xb,), yb, F.cross_entropy)
+    if init_flow.get("split_blocks"):
+        return init_flow
+    try:
+        split = gradient_split(model, (xb,), yb, F.cross_entropy)
+    except Exception as err:  # the probe section says so; the others go on
+        split = {"error": f"{type(err).__name__}: {err}"}
+        results["gradient_split_error"] = split["error"]
+    if split.get("merges"):
+        init_flow.update(
+            split_blocks=split["merges"], shortcut_grad=[split["shortcut_grad"]],
+            branch_grad=[split["branch_grad"]],
+        )  # fmt: skip
+    return init_flow
+
+
+def _train(
+    model: nn.Module,
+    splits: Splits,
+    epochs: int,
+    seed: int,
+    probe: GradientFlowProbe | None,
+    train_fn: Callable[..., dict[str, Any]] | None,
+    results: dict[str, Any],
+) -> str:
+    """Train in place (the gradient-flow probe attached if asked); a sentence saying how."""
+    train_fn = train_fn or train_briefly
+    with probe.attached(model) if probe is not None else nullcontext():
+        final = train_fn(model, splits, epochs, seed)
+    results["training"] = final
+    return (
+        f"Trained {epochs} epoch(s) on {splits.name} ({splits.num_train} examples): "
+        f"train loss {final.get('train_loss', math.nan):.4f}, "
+        f"test accuracy {final.get('test_acc', math.nan):.4f}."
+    )
 
 
 # -- one function per probe ---------------------------------------------------------------
