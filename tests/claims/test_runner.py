@@ -267,3 +267,5 @@ def test_replicate_runs_a_disjoint_seed_set_and_the_report_says_whether_it_agree
     assert toy_record["replicate"]["agrees"] is agree
     assert toy_record["replicate"]["seeds"] == [1000, 1001]
     assert toy_record["checks"][0]["name"] == "wide trains at least as well"
+    assert toy_record["literature"][0]["source"] == "Toy et al. 2026"
+    assert "Compared with the literature" in html and "Toy et al. 2026" in html

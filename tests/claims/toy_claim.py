@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from skiplab.claims import Check, Claim, Run, Runs, Summary, register_claim
+from skiplab.claims import Check, Claim, Comparison, Run, Runs, Summary, register_claim
 from skiplab.train import Classification, TrainConfig
 
 
@@ -93,3 +93,8 @@ class ToyClaim(Claim[Settings, Condition, Result]):
         narrow, wide = min(r.loss), max(r.loss)
         mean = {w: sum(v) / len(v) for w, v in r.loss.items()}
         return [Check("wide trains at least as well", mean[wide] <= mean[narrow], f"{mean}")]
+
+    def literature(self, r: Result) -> list[Comparison]:
+        wide = max(r.loss)
+        mean = sum(r.loss[wide]) / len(r.loss[wide])
+        return [Comparison("Toy et al. 2026", "loss below 1", f"loss {mean:.3f}", mean < 1)]

@@ -96,6 +96,27 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A measurement set beside what the literature reports.
+
+    Args:
+        source: the citation, e.g. ``"Kipf & Welling 2017, Table 2"``.
+        published: what it reports (``"81.5% test accuracy on Cora, 2-layer GCN"``).
+        measured: what this run measured of the same thing.
+        agrees: whether the measurement agrees (``None``: not comparable, e.g. another
+            dataset or budget; the texts then say how they differ).
+    """
+
+    source: str
+    published: str
+    measured: str
+    agrees: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """``holds``, ``fails`` or ``inconclusive`` and the measured reason."""
 
@@ -239,6 +260,7 @@ class Evidence:
         tables: tables for the report.
         notes: caveats printed beside the verdict (e.g. what quick scale cannot show).
         checks: the claim's checks, as dictionaries (name, passed, measured, kind).
+        literature: the measurement beside published results (:class:`Comparison` dicts).
         summary: the claim's :class:`Summary` as JSON (the figures are drawn from it).
         settings: the settings the runs used.
         seeds: seeds the numbers rest on.
@@ -249,6 +271,7 @@ class Evidence:
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    literature: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
@@ -260,6 +283,7 @@ class Evidence:
             "tables": [t.as_dict() for t in self.tables],
             "notes": self.notes,
             "checks": self.checks,
+            "literature": self.literature,
             "summary": self.summary,
             "settings": self.settings,
             "seeds": self.seeds,
@@ -273,6 +297,7 @@ class Evidence:
             tables=[Table(**t) for t in d.get("tables", [])],
             notes=list(d.get("notes", [])),
             checks=list(d.get("checks", [])),
+            literature=list(d.get("literature", [])),
             summary=dict(d.get("summary", {})),
             settings=dict(d.get("settings", {})),
             seeds=list(d.get("seeds", [])),
@@ -360,6 +385,11 @@ class Claim(ABC, Generic[S, C, R]):
         return []
 
     def notes(self, r: R) -> list[str]:
+        return []
+
+    def literature(self, r: R) -> list[Comparison]:
+        """What published work measured, beside this measurement (the report shows it,
+        including where the measurement disagrees with the article or the papers)."""
         return []
 
     def figures(self, r: R, outdir: Path) -> list[Figure]:

@@ -615,6 +615,7 @@ def _decide(job: _Job, store: Store, scale: str, say: Callable[[str], None]) -> 
             tables=claim.tables(summary),
             notes=claim.notes(summary),
             checks=[c.as_dict() for c in checks],
+            literature=[c.as_dict() for c in claim.literature(summary)],
             summary=summary.to_json(),
             settings=_plain(job.settings),
             seeds=job.seeds,

@@ -91,6 +91,7 @@ def claim_record(claim: Any, row: VerdictRow, replica: VerdictRow | None = None)
         "wall_s": row.wall_s,
         "command": claim.command(row.scale),
         "checks": row.evidence.get("checks", []),
+        "literature": row.evidence.get("literature", []),
         "replicate": replication(row, replica),
     }
 
