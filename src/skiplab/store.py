@@ -347,6 +347,20 @@ class Store:
             found.update({k: int(run_id) for k, run_id in rows})
         return found
 
+    def mean_wall_by_condition(self, claim: str, scale: str) -> dict[str, float]:
+        """Mean seconds of a claim's finished runs per condition (any seed, any version),
+        keyed by the condition's JSON text: how long such a run took before."""
+        rows = self._conn.execute(
+            "SELECT json_extract(config, '$.condition'), AVG(wall_s) FROM runs WHERE claim = ? "
+            f"AND scale = ? AND status IN {REUSABLE!r} AND key IS NOT NULL GROUP BY 1",
+            (claim, scale),
+        )
+        return {
+            json.dumps(json.loads(cond), sort_keys=True): float(wall)
+            for cond, wall in rows
+            if cond is not None and wall is not None
+        }
+
     def log_metrics(
         self, run_id: int, step: int, values: Mapping[str, float], epoch: int | None = None
     ) -> None:

@@ -162,3 +162,42 @@ def test_the_default_executor_is_a_local_pool_on_several_cores():
     executor = make_executor(workers=2)
     assert executor.name == "local" and executor.workers == 2
     assert make_executor(workers=1).name == "serial"
+
+
+def _spec_for(claim, cost, key):
+    from skiplab.claims import RunSpec
+
+    return RunSpec(claim, "m", "tiny", None, None, 0, key, f"{claim} {key}", cost=cost)
+
+
+def _outcome(key, wall):
+    from skiplab.claims import RunOutcome
+
+    return RunOutcome(key, "completed", {}, [], None, 0.0, wall, "w")
+
+
+def test_progress_estimates_time_left_per_claim_and_prints_one_line_per_run():
+    from skiplab.claims._executors import Progress
+
+    lines = []
+    # claim A's costs are in tenths of a second, claim B's in hours: each claim's own rate
+    specs = [_spec_for("A", 10, "a1"), _spec_for("A", 10, "a2"), _spec_for("B", 1, "b1"),
+             _spec_for("B", 1, "b2")]  # fmt: skip
+    meter = Progress({"A": 2, "B": 2}, lines.append, workers=2)
+    meter.start(specs)
+    meter.done(specs[0], _outcome("a1", 1.0))  # A: 0.1 s per unit
+    meter.done(specs[2], _outcome("b1", 100.0))  # B: 100 s per unit
+    assert meter.left_s() == pytest.approx((10 * 0.1 + 1 * 100.0) / 2)
+    assert len(lines) == 2 and lines[0].startswith("[1/4] A a1: completed in 1.0 s · A 1/2")
+    assert "left ~" in lines[1] and "elapsed" in lines[1]
+
+
+def test_runs_of_a_condition_seen_before_are_dispatched_by_their_measured_time(toy, tmp_path):
+    from skiplab.claims._runner import _plan
+
+    with Store(tmp_path / "s.sqlite") as store:
+        reproduce([toy(sleep_s=0.3, widths=(4, 32))], scale="tiny", store=store,
+                  workdir=tmp_path / "w")  # fmt: skip
+        claim = toy(sleep_s=0.3, widths=(4, 32), steps=10)  # new identities, same conditions
+        _, specs = _plan(claim, "tiny", [0, 1], store, tmp_path / "w", "cpu", 1, False)
+        assert len(specs) == 4 and all(s.cost > 0.3 for s in specs)  # seconds, not the hint

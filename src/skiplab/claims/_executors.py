@@ -311,25 +311,34 @@ class Progress:
     """Progress of a whole reproduction: runs done / total, per claim, elapsed and time left.
 
     One line per finished run goes to ``say``; on a terminal a bar shows the totals too. The
-    time left is the remaining runs' declared cost at the rate measured so far.
+    time left is each claim's remaining declared cost at that claim's measured seconds per
+    unit of cost (the whole reproduction's rate until one of its runs is done), spread over
+    the workers.
 
     Args:
         totals: runs to execute per claim id.
         say: where the lines go.
         interactive: draw a live bar (a terminal) as well.
+        workers: runs that execute at once.
     """
 
     def __init__(
-        self, totals: Mapping[str, int], say: Callable[[str], None], interactive: bool = False
+        self,
+        totals: Mapping[str, int],
+        say: Callable[[str], None],
+        interactive: bool = False,
+        workers: int = 1,
     ) -> None:
         self.totals = dict(totals)
         self.done_by: dict[str, int] = dict.fromkeys(totals, 0)
         self.total = sum(totals.values())
         self.count = 0
         self.say = say
+        self.workers = max(1, workers)
         self.t0 = time.perf_counter()
-        self.cost_done = 0.0
-        self.cost_left: float | None = None
+        self.cost_left: dict[str, float] = {}
+        self.cost_done: dict[str, float] = {}
+        self.wall_done: dict[str, float] = {}
         self.bar: Any = None
         if interactive and self.total:
             from tqdm.auto import tqdm
@@ -337,23 +346,33 @@ class Progress:
             self.bar = tqdm(total=self.total, unit="run", file=sys.stderr, leave=False)
 
     def start(self, specs: Sequence[RunSpec]) -> None:
-        self.cost_left = sum(s.cost for s in specs)
+        for spec in specs:
+            self.cost_left[spec.claim] = self.cost_left.get(spec.claim, 0.0) + spec.cost
+
+    def left_s(self) -> float:
+        """Estimated seconds until the last run is done."""
+        all_cost, all_wall = sum(self.cost_done.values()), sum(self.wall_done.values())
+        overall = all_wall / all_cost if all_cost else 0.0
+        total = 0.0
+        for claim, cost in self.cost_left.items():
+            done = self.cost_done.get(claim, 0.0)
+            rate = self.wall_done[claim] / done if done else overall
+            total += cost * rate
+        return total / self.workers
 
     def done(self, spec: RunSpec, result: RunOutcome) -> None:
         self.count += 1
         self.done_by[spec.claim] = self.done_by.get(spec.claim, 0) + 1
+        self.cost_left[spec.claim] = self.cost_left.get(spec.claim, 0.0) - spec.cost
+        self.cost_done[spec.claim] = self.cost_done.get(spec.claim, 0.0) + spec.cost
+        self.wall_done[spec.claim] = self.wall_done.get(spec.claim, 0.0) + result.wall_s
         elapsed = time.perf_counter() - self.t0
-        self.cost_done += spec.cost
-        if self.cost_left is not None:
-            self.cost_left -= spec.cost
-            left = self.cost_left * elapsed / self.cost_done if self.cost_done else 0.0
-        else:
-            left = (self.total - self.count) * elapsed / self.count
         width = len(str(self.total))
         line = (
             f"[{self.count:>{width}}/{self.total}] {spec.name}: {result.status} in "
             f"{result.wall_s:.1f} s · {spec.claim} {self.done_by[spec.claim]}/"
-            f"{self.totals.get(spec.claim, 0)} · elapsed {_clock(elapsed)}, left ~{_clock(left)}"
+            f"{self.totals.get(spec.claim, 0)} · elapsed {_clock(elapsed)}, "
+            f"left ~{_clock(self.left_s())}"
         )
         if self.bar is not None:
             self.bar.write(line, file=sys.stderr)

@@ -497,7 +497,7 @@ def reproduce(
     totals: dict[str, int] = {}
     for (cid, _), job in jobs.items():
         totals[cid] = totals.get(cid, 0) + len(job.missing)
-    meter = Progress(totals, say, interactive=progress)
+    meter = Progress(totals, say, interactive=progress, workers=executor.workers)
     meter.start(specs)
     by_key = {s.key: s for s in specs}
     job_of = {key: job for job in jobs.values() for key in job.missing}
@@ -556,10 +556,12 @@ def _plan(
     if len(set(keys)) != len(keys):
         raise ValueError(f"{claim.id}: its plan names the same (condition, seed) twice")
     ids = {} if force else store.reusable_runs(keys)
+    seconds = store.mean_wall_by_condition(claim.id, scale)
     for condition, seed, key in plan:
         if key in ids:
             continue
         name = f"{claim.id} {claim.label(condition)} seed {seed}"
+        cost = seconds.get(_condition_key(condition), claim.cost(settings, condition))
         specs.append(
             RunSpec(
                 claim.id,
@@ -573,11 +575,16 @@ def _plan(
                 device,
                 threads,
                 str(Path(workdir) / claim.slug / key),
-                claim.cost(settings, condition),
+                cost,
             )
         )
     job = _Job(claim, settings, seeds, plan, ids, {s.key for s in specs}, len(plan) - len(specs))
     return job, specs
+
+
+def _condition_key(condition: Any) -> str:
+    """A condition as the JSON text the store keeps in a run's config."""
+    return json.dumps(_plain(condition), sort_keys=True, default=repr)
 
 
 def _record(store: Store, spec: RunSpec, result: RunOutcome) -> int:
