@@ -139,3 +139,34 @@ def test_console_script_error_in_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "unknown claim 'nope'" in proc.stderr
+
+
+def test_train_on_a_graph_file_and_bad_graph_files_are_one_line(capsys, tmp_path):
+    import numpy as np
+
+    from skiplab.data.cora import CORA_PATH
+
+    store = str(tmp_path / "s.sqlite")
+    graph = tmp_path / "mygraph.npz"
+    graph.write_bytes(CORA_PATH.read_bytes())
+    args = ["train", "gcn_initial", "--data-path", str(graph), "--epochs", "100", "--optimizer",
+            "adam", "--lr", "0.01", "--weight-decay", "5e-4", "--schedule", "constant",
+            "--store", store]  # fmt: skip
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "gcn_initial-mygraph-seed0" in stdout
+    acc = float(stdout.split("test_acc ")[1].split()[0])
+    assert acc > 0.7, stdout  # an 8-layer GCNII on Cora: 79% after 100 full-batch steps
+    arrays = dict(np.load(graph))
+    del arrays["y"]
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **arrays)
+    for argv, needle in (
+        (["train", "gcn_initial", "--data-path", str(broken)], "'y'"),
+        (["train", "resnet20", "--data-path", str(graph)], "is not a GNN"),
+        (["train", "gcn_initial", "--data-path", str(tmp_path / "no.npz")], "does not exist"),
+        (["reproduce", "--claims", "C01", "--data-path", str(graph)], "takes no --data-path"),
+    ):
+        code, _, err = run_cli([*argv, "--store", store], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0], err

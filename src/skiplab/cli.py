@@ -79,6 +79,13 @@ def cli(debug: bool) -> None:
     help="Also run every claim on a disjoint seed set (1000, 1001, ...) and report whether "
     "the two verdicts agree.",
 )
+@click.option(
+    "--data-path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Your own dataset file for the claims that take one (C13: a graph in the npz format "
+    "of the shipped Cora).",
+)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @click.option(
     "--executor",
@@ -102,8 +109,8 @@ def cli(debug: bool) -> None:
 @STORE_OPTION
 def reproduce(
     claim_spec: str, scale: str, seeds: int | None, out: Path, force: bool, replicate: bool,
-    device: str, executor: str | None, workers: int | None, address: str | None,
-    store_path: Path,
+    data_path: Path | None, device: str, executor: str | None, workers: int | None,
+    address: str | None, store_path: Path,
 ) -> None:  # fmt: skip
     """Run the claims, store verdicts, and write the HTML report.
 
@@ -138,7 +145,7 @@ def reproduce(
         with Store(scratch or store_path) as store:
             outcomes = run_claims(
                 claims, scale=scale, store=store, workdir=(scratch or store_path).parent / "work",
-                seeds=seeds, replicate=replicate, force=force,
+                seeds=seeds, replicate=replicate, force=force, data_path=data_path,
                 device=str(dist_info.device) if dist_info else device,
                 executor=pool, progress=sys.stderr.isatty() and main_rank,
                 log=_echo if main_rank else None,
@@ -240,6 +247,13 @@ def list_(what: str) -> None:
     help="Directory of the dataset's files (cifar10: the binary release, cifar-10-batches-bin).",
 )
 @click.option(
+    "--data-path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A graph in the npz format of the shipped Cora (CSR features, y, edge_index, "
+    "train/val/test masks): node classification with a GNN from the registry.",
+)
+@click.option(
     "--recipe",
     type=click.Choice(["he2015", "he2015-warmup"]),
     default=None,
@@ -272,10 +286,10 @@ def list_(what: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @STORE_OPTION
 def train(
-    model: str, data_name: str, data_dir: Path | None, recipe: str | None, plain: bool,
-    epochs: int, batch_size: int, lr: float, optimizer: str, schedule: str,
-    weight_decay: float, seed: int, run_name: str | None, checkpoint: Path | None, resume: bool,
-    device: str, store_path: Path,
+    model: str, data_name: str, data_dir: Path | None, data_path: Path | None,
+    recipe: str | None, plain: bool, epochs: int, batch_size: int, lr: float, optimizer: str,
+    schedule: str, weight_decay: float, seed: int, run_name: str | None,
+    checkpoint: Path | None, resume: bool, device: str, store_path: Path,
 ) -> None:  # fmt: skip
     """Train MODEL (a registry name) on a dataset and store its metrics.
 
@@ -287,13 +301,11 @@ def train(
 
     import torch
 
-    from skiplab.data import flip_crop, get_dataset
-    from skiplab.models import create_model
+    from skiplab.data import flip_crop
     from skiplab.train import TrainConfig, Trainer, init_distributed
     from skiplab.train.configs import paper_recipe
     from skiplab.train.distributed import cleanup
 
-    splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
     options: dict[str, Any] = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, seed=seed,
@@ -309,14 +321,15 @@ def train(
         cfg = TrainConfig(**options)
     dist_info = init_distributed(device)
     torch.manual_seed(seed)
-    net = create_model(
-        model, skip=not plain, num_classes=splits.num_classes,
-        **_input_kwargs(model, splits.input_shape),
-    )  # fmt: skip
+    if data_path is not None:
+        net, task, data_name = _graph_inputs(model, data_path, plain)
+    else:
+        net, task = _dataset_inputs(model, data_name, data_dir, plain)
     name = run_name or f"{model}{'-plain' if plain else ''}-{data_name}-seed{seed}"
     ckpt = checkpoint or store_path.parent / "checkpoints" / f"{_safe(name)}.pt"
     config: dict[str, Any] = {
         "model": model, "plain": plain, "data": data_name, "recipe": recipe,
+        "data_path": str(data_path) if data_path else None,
         "world_size": dist_info.world_size, **cfg.__dict__,
     }  # fmt: skip
     augment = flip_crop if data_name == "cifar10" else None
@@ -325,7 +338,7 @@ def train(
             trainer = Trainer(
                 net, cfg, checkpoint=ckpt, device=dist_info.device, augment=augment
             )  # fmt: skip
-            trainer.fit(splits.train, splits.test, resume=resume)
+            trainer.fit(task, resume=resume)
             return
         with Store(store_path) as store:
             run_id = store.start_run(name, "train", config, seed=seed)
@@ -334,7 +347,7 @@ def train(
                 augment=augment,
             )  # fmt: skip
             try:
-                history = trainer.fit(splits.train, splits.test, resume=resume)
+                history = trainer.fit(task, resume=resume)
             except Exception as err:
                 store.finish_run(run_id, "failed", error=str(err))  # no-op if diverged
                 raise
@@ -401,6 +414,40 @@ def diagnose(
             seed=seed, command=command, log=_echo,
         )  # fmt: skip
     click.echo(f"report: {index.resolve()}")
+
+
+def _dataset_inputs(
+    model: str, data_name: str, data_dir: Path | None, plain: bool
+) -> tuple[Any, Any]:
+    """The registry model built for a named dataset, and its classification task."""
+    from skiplab.data import get_dataset
+    from skiplab.models import create_model
+    from skiplab.train import Classification
+
+    splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
+    net = create_model(
+        model, skip=not plain, num_classes=splits.num_classes,
+        **_input_kwargs(model, splits.input_shape),
+    )  # fmt: skip
+    return net, Classification(splits.train, splits.test)
+
+
+def _graph_inputs(model: str, path: Path, plain: bool) -> tuple[Any, Any, str]:
+    """A GNN from the registry built for the graph in ``path``, its node-classification task
+    and the graph's name (the file's stem)."""
+    from skiplab.data import load_cora
+    from skiplab.models import create_model, list_models, model_family
+    from skiplab.train import NodeClassification
+
+    if model_family(model) != "gnn":
+        gnns = ", ".join(m for m in list_models() if model_family(m) == "gnn")
+        raise UserError(f"--data-path trains node classifiers: {model!r} is not a GNN ({gnns})")
+    graph = load_cora(path)  # validated: names the file and the key that is wrong
+    net = create_model(
+        model, skip=not plain, in_channels=int(graph.x.shape[1]),
+        num_classes=int(graph.y.max()) + 1,
+    )  # fmt: skip
+    return net, NodeClassification(graph), path.stem
 
 
 def _input_kwargs(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:

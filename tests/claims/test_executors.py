@@ -199,5 +199,6 @@ def test_runs_of_a_condition_seen_before_are_dispatched_by_their_measured_time(t
         reproduce([toy(sleep_s=0.3, widths=(4, 32))], scale="tiny", store=store,
                   workdir=tmp_path / "w")  # fmt: skip
         claim = toy(sleep_s=0.3, widths=(4, 32), steps=10)  # new identities, same conditions
-        _, specs = _plan(claim, "tiny", [0, 1], store, tmp_path / "w", "cpu", 1, False)
+        settings = claim.settings("tiny")
+        _, specs = _plan(claim, settings, "tiny", [0, 1], store, tmp_path / "w", "cpu", 1, False)
         assert len(specs) == 4 and all(s.cost > 0.3 for s in specs)  # seconds, not the hint

@@ -344,6 +344,14 @@ class Claim(ABC, Generic[S, C, R]):
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
         return typing.cast(S, self.scales[scale])
 
+    def with_data(self, s: S, path: Path) -> S:
+        """The settings for the user's own dataset file (``reproduce --data-path``).
+
+        A claim that can run on other data returns settings naming the file (and its
+        checksum, so another file is another experiment); the default refuses.
+        """
+        raise ValueError(f"{self.id} {self.slug} takes no --data-path (its data is fixed)")
+
     @abstractmethod
     def conditions(self, s: S) -> Sequence[C]:
         """What is compared: every condition is run once per seed."""

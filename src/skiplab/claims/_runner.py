@@ -444,6 +444,7 @@ def reproduce(
     seeds: int | None = None,
     replicate: bool = False,
     force: bool = False,
+    data_path: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     threads: int = 1,
     executor: Executor | None = None,
@@ -461,6 +462,8 @@ def reproduce(
         replicate: also run every claim on the disjoint replicate seed set
             (:func:`seed_list`) and store that verdict beside the primary one.
         force: rerun every run, even those already stored.
+        data_path: the user's dataset file, for the claims that take one
+            (:meth:`Claim.with_data`); a claim that takes none raises ``ValueError``.
         device: torch device of every run.
         threads: torch intra-op threads per run.
         executor: where runs execute (default: in this process, one after another).
@@ -479,11 +482,16 @@ def reproduce(
     jobs: dict[tuple[str, str], _Job] = {}
     specs: list[RunSpec] = []
     seedsets = ("primary", "replicate") if replicate else ("primary",)
+    settings = {c.id: c.settings(scale) for c in claims}
+    if data_path is not None:  # every claim checked before anything runs
+        settings = {c.id: c.with_data(settings[c.id], Path(data_path)) for c in claims}
     for claim in claims:
         n = seeds if seeds is not None else claim.default_seeds[scale]
         for seedset in seedsets:
             chosen = seed_list(n, seedset == "replicate")
-            job, todo = _plan(claim, scale, chosen, store, workdir, device, threads, force)
+            job, todo = _plan(
+                claim, settings[claim.id], scale, chosen, store, workdir, device, threads, force
+            )
             job.seedset = seedset
             jobs[claim.id, seedset] = job
             specs.extend(todo)
@@ -538,6 +546,7 @@ def _span(seeds: Sequence[int]) -> str:
 
 def _plan(
     claim: Claim[Any, Any, Any],
+    settings: Any,
     scale: str,
     seeds: list[int],
     store: Store,
@@ -546,7 +555,6 @@ def _plan(
     threads: int,
     force: bool,
 ) -> tuple[_Job, list[RunSpec]]:
-    settings = claim.settings(scale)
     plan = []
     specs = []
     for condition, seed in claim.plan(settings, seeds):
