@@ -139,8 +139,6 @@ def reproduce(
         import torch.distributed as dist
 
         dist.barrier()  # every rank starts from the same store state: same runs reused
-    if main_rank:
-        _echo(f"skiplab: {pool.describe()}, device {device}")
     try:
         with Store(scratch or store_path) as store:
             outcomes = run_claims(

@@ -485,6 +485,7 @@ def reproduce(
     settings = {c.id: c.settings(scale) for c in claims}
     if data_path is not None:  # every claim checked before anything runs
         settings = {c.id: c.with_data(settings[c.id], Path(data_path)) for c in claims}
+    say(f"skiplab: {executor.describe()}, device {device}")
     for claim in claims:
         n = seeds if seeds is not None else claim.default_seeds[scale]
         for seedset in seedsets:
