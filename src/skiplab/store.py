@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished REAL,
     wall_s REAL,
     owner TEXT,                      -- host:pid of the process that is running it
-    key TEXT                         -- a claim run's identity (see skiplab.claims._runner)
+    key TEXT,                        -- a claim run's identity (see skiplab.claims._runner)
+    cpu_s REAL                       -- CPU seconds of the process that ran it
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -105,6 +106,7 @@ class Run:
     finished: float | None
     wall_s: float | None
     key: str | None = None
+    cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class Store:
                 self._conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
             if "key" not in columns:  # a store written before runs had identities
                 self._conn.execute("ALTER TABLE runs ADD COLUMN key TEXT")
+            if "cpu_s" not in columns:
+                self._conn.execute("ALTER TABLE runs ADD COLUMN cpu_s REAL")
             verdict_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(verdicts)")}
             if "seedset" not in verdict_columns:  # a store written before replication
                 self._conn.execute(
@@ -292,6 +296,7 @@ class Store:
         status: str,
         started: float,
         wall_s: float,
+        cpu_s: float | None = None,
         claim: str | None = None,
         scale: str | None = None,
         seed: int | None = None,
@@ -312,11 +317,11 @@ class Store:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (name, kind, claim, scale, seed, config, status, error, "
-                "started, finished, wall_s, owner, key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started, finished, wall_s, owner, key, cpu_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name, kind, claim, scale, seed, _json(dict(config)), status, error,
-                    started, started + wall_s, wall_s, self._owner, key,
+                    started, started + wall_s, wall_s, self._owner, key, cpu_s,
                 ),
             )  # fmt: skip
             run_id = cur.lastrowid
@@ -505,6 +510,7 @@ def _run(row: tuple[Any, ...]) -> Run:
         id=row[0], name=row[1], kind=row[2], claim=row[3], scale=row[4], seed=row[5],
         config=json.loads(row[6]), status=row[7], error=row[8], started=row[9],
         finished=row[10], wall_s=row[11], key=row[13] if len(row) > 13 else None,
+        cpu_s=row[14] if len(row) > 14 else None,
     )  # fmt: skip
 
 

@@ -75,6 +75,7 @@ def test_runs_are_stored_with_metrics_and_reused(toy, tmp_path):
         assert [m[0] for m in store.metrics(rid, "train_loss")] == [8, 16, 20]
         assert len(store.metrics(rid, "draw")) == 1  # run.log rows reach the store
         assert store.results(rid)["steps"] == 20
+        assert all(r.cpu_s is not None and r.cpu_s > 0 for r in runs)
         again = _reproduce(store, tmp_path, claim)
         assert (again.executed, again.reused) == (0, 4)
         assert again.status == first.status and again.reason == first.reason

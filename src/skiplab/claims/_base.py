@@ -265,6 +265,7 @@ class Evidence:
         settings: the settings the runs used.
         seeds: seeds the numbers rest on.
         run_ids: store ids of the runs behind them.
+        cpu_s: CPU seconds of those runs (their compute, whatever else shared the cores).
     """
 
     numbers: dict[str, float] = field(default_factory=dict)
@@ -276,6 +277,7 @@ class Evidence:
     settings: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -288,6 +290,7 @@ class Evidence:
             "settings": self.settings,
             "seeds": self.seeds,
             "run_ids": self.run_ids,
+            "cpu_s": self.cpu_s,
         }
 
     @classmethod
@@ -302,6 +305,7 @@ class Evidence:
             settings=dict(d.get("settings", {})),
             seeds=list(d.get("seeds", [])),
             run_ids=list(d.get("run_ids", [])),
+            cpu_s=float(d.get("cpu_s", 0.0)),
         )
 
 

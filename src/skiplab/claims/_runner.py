@@ -113,6 +113,9 @@ class RunOutcome:
         metrics: per-step rows ``(step, epoch, key, value)`` logged through the run handle.
         error: the divergence message or the traceback.
         started, wall_s: when and how long it ran; worker: host:pid that ran it.
+        cpu_s: CPU seconds the run's process spent on it (one intra-op thread: its compute,
+            which another process on the same cores does not inflate the way it inflates
+            ``wall_s``).
     """
 
     key: str
@@ -123,6 +126,7 @@ class RunOutcome:
     started: float
     wall_s: float
     worker: str
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -249,7 +253,7 @@ def execute(spec: RunSpec) -> RunOutcome:
     before = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     started = time.time()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         if run.workdir is not None:
@@ -259,7 +263,7 @@ def execute(spec: RunSpec) -> RunOutcome:
     except Exception:
         return RunOutcome(
             spec.key, "failed", {}, run.rows(), traceback.format_exc(limit=12), started,
-            time.perf_counter() - t0, worker,
+            time.perf_counter() - t0, worker, time.process_time() - c0,
         )  # fmt: skip
     finally:
         torch.set_num_threads(before)
@@ -268,7 +272,7 @@ def execute(spec: RunSpec) -> RunOutcome:
     status = "diverged" if run.diverged else "completed"
     return RunOutcome(
         spec.key, status, _jsonable(values), run.rows(), run.diverged, started,
-        time.perf_counter() - t0, worker,
+        time.perf_counter() - t0, worker, time.process_time() - c0,
     )  # fmt: skip
 
 
@@ -294,7 +298,7 @@ class RunRecord(Generic[C]):
         values: the numbers ``measure`` returned.
         status: ``completed`` or ``diverged``.
         error: the divergence message, if any.
-        run_id: its id in the store; wall_s: seconds it took.
+        run_id: its id in the store; wall_s: seconds it took; cpu_s: CPU seconds.
         metrics: per-step rows by key: ``metrics["train_loss"] == [(step, value), ...]``.
     """
 
@@ -306,6 +310,7 @@ class RunRecord(Generic[C]):
     run_id: int
     wall_s: float
     metrics: Mapping[str, list[tuple[int, float]]] = field(default_factory=dict)
+    cpu_s: float = 0.0
 
     def get(self, key: str, default: Any = math.nan) -> Any:
         return self.values.get(key, default)
@@ -386,6 +391,7 @@ def load_runs(
                 run_id,
                 row.wall_s or 0.0,
                 metrics,
+                row.cpu_s or 0.0,
             )
         )
     return Runs(records)
@@ -399,6 +405,7 @@ class Outcome:
     Attributes:
         status: ``holds``, ``fails``, ``inconclusive`` or ``error``.
         wall_s: seconds of compute behind the verdict (the sum over its runs).
+        cpu_s: CPU seconds behind it (the sum over its runs).
         executed, reused: how many of its runs ran now and how many came from the store.
         seedset: ``primary`` or ``replicate`` (the disjoint seed set of ``--replicate``).
         seeds: the seeds behind the verdict.
@@ -412,6 +419,7 @@ class Outcome:
     reused: int = 0
     seedset: str = "primary"
     seeds: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -609,7 +617,7 @@ def _record(store: Store, spec: RunSpec, result: RunOutcome) -> int:
     }
     return store.record_run(
         spec.name, "claim", config, status=result.status, started=result.started,
-        wall_s=result.wall_s, claim=spec.claim, scale=spec.scale, seed=spec.seed, key=spec.key,
+        wall_s=result.wall_s, cpu_s=result.cpu_s, claim=spec.claim, scale=spec.scale, seed=spec.seed, key=spec.key,
         metrics=result.metrics, results=result.values, error=result.error,
     )  # fmt: skip
 
@@ -643,16 +651,26 @@ def _decide(job: _Job, store: Store, scale: str, say: Callable[[str], None]) -> 
         _record_error(store, claim.id, scale, traceback.format_exc(limit=12))
         return Outcome(claim, "error", msg, 0.0, executed, job.reused, job.seedset, job.seeds)
     wall = float(sum(r.wall_s for r in runs))
+    cpu = evidence.cpu_s = float(sum(r.cpu_s for r in runs))
     store.save_verdict(
         claim.id, claim.slug, scale, verdict.status, verdict.reason, evidence.as_dict(),
         job.seeds, evidence.run_ids, wall, job.seedset,
     )  # fmt: skip
     which = "" if job.seedset == "primary" else " (replicate seeds)"
     say(
-        f"{claim.id} {claim.slug}{which}: {verdict.status} ({wall:.1f} s of runs): {verdict.reason}"
+        f"{claim.id} {claim.slug}{which}: {verdict.status} ({wall:.1f} s of runs, {cpu:.1f} "
+        f"CPU-s): {verdict.reason}"
     )
     return Outcome(
-        claim, verdict.status, verdict.reason, wall, executed, job.reused, job.seedset, job.seeds
+        claim,
+        verdict.status,
+        verdict.reason,
+        wall,
+        executed,
+        job.reused,
+        job.seedset,
+        job.seeds,
+        cpu,
     )
 
 

@@ -89,6 +89,7 @@ def claim_record(claim: Any, row: VerdictRow, replica: VerdictRow | None = None)
         "seeds": row.seeds,
         "run_ids": row.run_ids,
         "wall_s": row.wall_s,
+        "cpu_s": row.evidence.get("cpu_s"),
         "command": claim.command(row.scale),
         "checks": row.evidence.get("checks", []),
         "literature": row.evidence.get("literature", []),
