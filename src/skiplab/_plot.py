@@ -7,6 +7,7 @@ the code once.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -68,4 +69,5 @@ def color_for(label: str) -> str:
         return PLAIN
     if "res" in low or "skip" in low:
         return RESIDUAL
-    return PALETTE[hash(low) % len(PALETTE)]
+    # crc32, not hash(): str hashes are salted per process, so colours would change per run
+    return PALETTE[zlib.crc32(low.encode()) % len(PALETTE)]
