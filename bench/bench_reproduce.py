@@ -1,8 +1,9 @@
-"""``skiplab reproduce --scale quick``: wall time of every claim and in total.
+"""``skiplab reproduce --scale quick``: compute of every claim and in total.
 
 Reading is cheap, running is not: by default this reports the newest quick-scale verdicts in
-the store (``$SKIPLAB_STORE`` or ``skiplab-runs/skiplab.sqlite``), each with the ``wall_s`` its
-run recorded. To measure afresh, run it as its own command (tens of minutes on a 2-core CPU)::
+the store (``$SKIPLAB_STORE`` or ``skiplab-runs/skiplab.sqlite``), each with the seconds and
+CPU-seconds of the runs behind it (the sum over its runs; with a worker pool the wall clock of
+the whole reproduction is shorter). To measure afresh, run it as its own command (tens of minutes on a 2-core CPU)::
 
     python -m bench.bench_reproduce --run [--store PATH]
 
@@ -47,16 +48,18 @@ def rows_from_store(path: Path) -> list[dict[str, Any]]:
                 "benchmark": f"reproduce quick {cid} {v.slug}",
                 "ratio": float(v.wall_s or float("nan")),
                 "target": "seconds",
-                "detail": f"{v.verdict}, seeds {v.seeds}",
+                "detail": f"{v.verdict}, seeds {v.seeds}, "
+                f"{float(v.evidence.get('cpu_s') or float('nan')):.1f} CPU-s",
             }
         )
     total = sum(float(v.wall_s or 0.0) for v in verdicts.values())
+    cpu = sum(float(v.evidence.get("cpu_s") or 0.0) for v in verdicts.values())
     rows.append(
         {
             "benchmark": "reproduce --scale quick: total",
             "ratio": total,
             "target": "seconds",
-            "detail": f"{len(verdicts)} claims with a quick verdict in {path}",
+            "detail": f"{len(verdicts)} claims with a quick verdict in {path}; {cpu:.0f} CPU-s",
         }
     )
     return rows
