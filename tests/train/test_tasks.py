@@ -135,3 +135,23 @@ def test_a_test_split_beside_a_task_is_refused():
     cells = load_cells(4, 2, 32, seed=0)
     with pytest.raises(ValueError, match="inside the task"):
         Trainer(nn.Conv2d(1, 2, 1), _adam()).fit(Segmentation(cells.train), cells.test)
+
+
+def test_stream_classification_stops_early_once_until_holds():
+    from skiplab.data.recall import first_symbol_recall
+    from skiplab.models.rnn import RecurrentNet, RNNConfig
+    from skiplab.train import StreamClassification
+
+    task = StreamClassification(
+        lambda n, seed: first_symbol_recall(n, 5, 4, seed=seed % 2**31),
+        first_symbol_recall(500, 5, 4, seed=999), steps_per_epoch=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = RecurrentNet(RNNConfig(input_size=8, hidden_size=16, out_features=4, skip=False))
+    cfg = _adam(epochs=1, max_steps=600, lr=1e-2, grad_clip=1.0, eval_every=1000)
+    trainer = Trainer(model, cfg, tensorboard=False, until=lambda m: m["train_acc"] >= 0.99)
+    hist = trainer.fit(task)
+    assert trainer.stopped_early and trainer.step < 600  # T=5 is learnt within 600 steps
+    assert hist.last["train_acc"] >= 0.99
+    assert hist.last["test_acc"] > 0.9  # evaluated at the epoch it stopped, not only at the end
+    assert all("test_acc" not in e for e in hist.epochs[:-1])  # eval_every was not due before

@@ -189,13 +189,22 @@ class Run:
         return torch.Generator().manual_seed(_mix(self.seed, stream))
 
     # -- training and logging ----------------------------------------------------------
-    def fit(self, model: nn.Module, task: Task, cfg: TrainConfig, *, prefix: str = "") -> Fit:
+    def fit(
+        self,
+        model: nn.Module,
+        task: Task,
+        cfg: TrainConfig,
+        *,
+        prefix: str = "",
+        until: Callable[[dict[str, float]], bool] | None = None,
+    ) -> Fit:
         """Train ``model`` on ``task`` with the :class:`~skiplab.train.Trainer`.
 
         The shuffling is seeded with the run's seed; per-epoch metrics (and ``step_loss``
         every ``cfg.log_every`` steps) are logged as ``<prefix><metric>``. A divergence does
         not raise: it is returned in ``Fit.diverged`` and marks the whole run ``diverged``.
         A long fit checkpoints into the run's workdir and a rerun resumes from it.
+        ``until(epoch_metrics)`` stops it early once true (the task is evaluated then).
         """
         cfg = dataclasses.replace(cfg, seed=self.seed)
         checkpoint = None
@@ -208,7 +217,7 @@ class Run:
 
         trainer = Trainer(
             model, cfg, device=self.device, progress=False, checkpoint=checkpoint,
-            checkpoint_every_s=CHECKPOINT_EVERY_S, tensorboard=False, log=log,
+            checkpoint_every_s=CHECKPOINT_EVERY_S, tensorboard=False, log=log, until=until,
         )  # fmt: skip
         try:
             history = trainer.fit(task, resume=checkpoint is not None)

@@ -16,6 +16,7 @@ from skiplab.train.tasks import (
     SequenceRegression,
     SequenceToSequence,
     StepLoss,
+    StreamClassification,
     Task,
 )
 from skiplab.train.trainer import (
@@ -38,6 +39,7 @@ __all__ = [
     "SequenceRegression",
     "SequenceToSequence",
     "StepLoss",
+    "StreamClassification",
     "Task",
     "TrainConfig",
     "Trainer",

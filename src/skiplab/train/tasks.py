@@ -13,7 +13,8 @@ update``:
 
 Tasks: :class:`Classification`, :class:`NodeClassification` (full-batch masks),
 :class:`SequenceRegression` (e.g. the adding problem), :class:`SequenceToSequence`
-(copy / reverse with teacher forcing, greedy decoding for the metrics) and
+(copy / reverse with teacher forcing, greedy decoding for the metrics),
+:class:`StreamClassification` (fresh synthetic batches, e.g. recall a symbol) and
 :class:`Segmentation` (per-pixel classes, Dice / IoU / boundary F1).
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "SequenceRegression",
     "SequenceToSequence",
     "StepLoss",
+    "StreamClassification",
     "Task",
     "move",
 ]
@@ -270,7 +272,60 @@ class NodeClassification(Task):
         return scores
 
 
-class SequenceRegression(Task):
+class _StreamTask(Task):
+    """Fresh synthetic batches every step from ``make_batch(n, seed)``, the seeds drawn with
+    the Trainer's generator (so a resumed run draws the same stream); a fixed test set."""
+
+    def __init__(
+        self,
+        make_batch: MakeBatch,
+        test: tuple[torch.Tensor, torch.Tensor],
+        steps_per_epoch: int = 100,
+    ) -> None:
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.make_batch = make_batch
+        self.test = test
+        self._steps = steps_per_epoch
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self._steps
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[Any, ...]]:
+        for _ in range(self._steps):
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            yield _shard_tensors(self.make_batch(batch_size, seed), rank, world)
+
+
+class StreamClassification(_StreamTask):
+    """Cross-entropy of ``model(x)`` on fresh synthetic batches (e.g. recall a symbol).
+
+    Args:
+        make_batch: ``make_batch(n, seed) -> (x, y)``, ``y`` class indices ``(n,)``.
+        test: fixed held-out ``(x, y)`` for ``test_loss`` / ``test_acc``.
+        steps_per_epoch: steps between evaluations (an "epoch" of an endless stream); the
+            epoch's ``train_acc`` scores each batch before the step that learns from it.
+    """
+
+    stats = ("acc",)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> StepLoss:
+        x, y = batch
+        out = model(x)
+        return StepLoss(F.cross_entropy(out, y), len(y), {"acc": float((out.argmax(1) == y).sum())})
+
+    def metrics(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        x, y = (t.to(device) for t in self.test)
+        out = model(x)
+        return {
+            "test_loss": float(F.cross_entropy(out, y)),
+            "test_acc": float((out.argmax(1) == y).float().mean()),
+        }
+
+
+class SequenceRegression(_StreamTask):
     """Mean squared error of ``model(x).squeeze(-1)`` on fresh synthetic batches.
 
     Args:
@@ -288,22 +343,8 @@ class SequenceRegression(Task):
         steps_per_epoch: int = 100,
         tolerance: float | None = None,
     ) -> None:
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.make_batch = make_batch
-        self.test = test
-        self._steps = steps_per_epoch
+        super().__init__(make_batch, test, steps_per_epoch)
         self.tolerance = tolerance
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return self._steps
-
-    def batches(
-        self, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
-    ) -> Iterator[tuple[Any, ...]]:
-        for _ in range(self._steps):
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            yield _shard_tensors(self.make_batch(batch_size, seed), rank, world)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> StepLoss:
         x, y = batch
@@ -318,7 +359,7 @@ class SequenceRegression(Task):
         return scores
 
 
-class SequenceToSequence(Task):
+class SequenceToSequence(_StreamTask):
     """Token cross-entropy with teacher forcing, ``model(src, tgt) -> (B, T, V)`` logits.
 
     The metrics decode greedily (``model.generate(src, T)``) on the fixed test pairs.
@@ -333,28 +374,6 @@ class SequenceToSequence(Task):
     """
 
     stats = ("token_acc",)
-
-    def __init__(
-        self,
-        make_batch: MakeBatch,
-        test: tuple[torch.Tensor, torch.Tensor],
-        steps_per_epoch: int = 100,
-    ) -> None:
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.make_batch = make_batch
-        self.test = test
-        self._steps = steps_per_epoch
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return self._steps
-
-    def batches(
-        self, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
-    ) -> Iterator[tuple[Any, ...]]:
-        for _ in range(self._steps):
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            yield _shard_tensors(self.make_batch(batch_size, seed), rank, world)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> StepLoss:
         src, tgt = batch

@@ -193,6 +193,8 @@ class Trainer:
             are those of the global batch (default True; CPU/gloo has no SyncBatchNorm).
         log: ``log(step, metrics, epoch)`` receives every metric row instead of the store
             (the experiment runner's run handle buffers them for the driver to store).
+        until: ``until(metrics) -> bool`` after every epoch: stop early once it is true (the
+            task is evaluated at that epoch if it was not due); ``stopped_early`` says so.
     """
 
     def __init__(
@@ -211,6 +213,7 @@ class Trainer:
         tensorboard: str | os.PathLike[str] | bool | None = None,
         sync_batchnorm: bool = True,
         log: Callable[[int, dict[str, float], int | None], None] | None = None,
+        until: Callable[[dict[str, float]], bool] | None = None,
     ) -> None:
         self.dist = _dist.current()
         self.cfg = cfg
@@ -219,6 +222,8 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every_s = checkpoint_every_s
         self.log = log
+        self.until = until
+        self.stopped_early = False
         self.device = torch.device(device)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and (
             self.dist.is_main
@@ -321,12 +326,7 @@ class Trainer:
             CheckpointError: ``resume`` found only damaged checkpoints, or one written with
                 a different config.
         """
-        if isinstance(task, TensorDataset):
-            task = Classification(task, test, eval_batch_size=self.cfg.eval_batch_size)
-        elif test is not None:
-            raise ValueError("pass the test split inside the task, not beside it")
-        if self.augment is not None and not isinstance(task, Classification | Segmentation):
-            raise ValueError(f"augment applies to image tasks, not {type(task).__name__}")
+        task = self._task(task, test)
         task.setup(self.device)
         steps_per_epoch = task.steps_per_epoch(self.cfg.batch_size)
         total = self.total_steps(steps_per_epoch)
@@ -335,10 +335,7 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(self.cfg, s, total)
         )
         if resume and self.checkpoint is not None and checkpoint_exists(self.checkpoint):
-            state, _ = load_latest_checkpoint(self.checkpoint)
-            self.load_state_dict(state)
-            for e, metrics in enumerate(self.history.epochs, start=1):
-                self._log(min(e * steps_per_epoch, total), metrics, e)
+            self._restore(steps_per_epoch, total)
         self.net.train()
         bar = tqdm(
             total=total, initial=self.step, disable=not self.progress, leave=False, unit="step"
@@ -349,7 +346,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 sums = self._epoch(task, total, bar)
                 self.epoch += 1
-                metrics = self._epoch_metrics(task, sums, evaluate=self._eval_due(epochs))
+                metrics = self._epoch_metrics(task, sums, epochs)
                 metrics["epoch_s"] = time.perf_counter() - t0
                 self.history.epochs.append(metrics)
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}")
@@ -359,6 +356,8 @@ class Trainer:
                     assert self.checkpoint is not None
                     save_checkpoint(self.state_dict(), self.checkpoint)
                     saved_at = time.perf_counter()
+                if self.stopped_early:
+                    break
         except DivergedError as err:
             if self.store is not None and self.run_id is not None:
                 self.store.finish_run(self.run_id, "diverged", error=str(err))
@@ -383,13 +382,36 @@ class Trainer:
             bar.update(1)
         return sums
 
-    def _epoch_metrics(self, task: Task, sums: torch.Tensor, evaluate: bool) -> dict[str, float]:
+    def _task(self, task: Task | TensorDataset, test: TensorDataset | None) -> Task:
+        if isinstance(task, TensorDataset):
+            return Classification(task, test, eval_batch_size=self.cfg.eval_batch_size)
+        if test is not None:
+            raise ValueError("pass the test split inside the task, not beside it")
+        if self.augment is not None and not isinstance(task, Classification | Segmentation):
+            raise ValueError(f"augment applies to image tasks, not {type(task).__name__}")
+        return task
+
+    def _restore(self, steps_per_epoch: int, total: int) -> None:
+        """Load the latest good checkpoint and log its epochs again."""
+        assert self.checkpoint is not None
+        state, _ = load_latest_checkpoint(self.checkpoint)
+        self.load_state_dict(state)
+        for e, metrics in enumerate(self.history.epochs, start=1):
+            self._log(min(e * steps_per_epoch, total), metrics, e)
+
+    def _epoch_metrics(self, task: Task, sums: torch.Tensor, epochs: int) -> dict[str, float]:
+        """The epoch's training metrics, the task's evaluation when due, and ``until``."""
         n = float(sums[1])
         metrics = {"train_loss": float(sums[0]) / n}
         metrics.update({f"train_{k}": float(v) / n for k, v in zip(task.stats, sums[2:])})
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        if evaluate:
+        due = self._eval_due(epochs)
+        if due:
             metrics.update(self._evaluate(task))
+        if self.until is not None and self.until(metrics):
+            self.stopped_early = True
+            if not due:  # the run ends here: evaluate what it ends with
+                metrics.update(self._evaluate(task))
         return metrics
 
     def _eval_due(self, epochs: int) -> bool:
