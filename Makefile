@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/skiplab reproduce --scale quick --out skiplab-runs/report
+	$(BIN)/skiplab reproduce --scale quick --executor local --out skiplab-runs/report
 	@echo "report: $(abspath skiplab-runs/report/index.html)"
 
 LINT_PATHS := src tests $(wildcard bench examples)
