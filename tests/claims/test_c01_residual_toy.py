@@ -40,6 +40,12 @@ def test_claim_holds_at_tiny_scale(tmp_path):
         assert len(row.run_ids) == 6  # plain and residual at three alphas, one seed
         assert all(store.run(r).status == "completed" for r in row.run_ids)
         assert all(store.metrics(r) for r in row.run_ids)  # every descent logged its losses
+        # Hardt & Ma's no-spurious-optima result agrees; He et al.'s "closer to the identity is
+        # easier" does not at alpha = 2: the residual problem there is the plain alpha = 1
+        # saddle, while the plain alpha = 2 saddle has twice the curvature and is left sooner
+        lit = row.evidence["literature"]
+        assert [c["agrees"] for c in lit] == [True, False]
+        assert numbers["residual_a2_steps"] > numbers["plain_a2_steps"]
         figs = select_claims("C01")[0].report_figures(
             Evidence.from_dict(row.evidence), tmp_path / "f"
         )

@@ -26,6 +26,8 @@ def test_claim_holds_at_tiny_scale(tmp_path):
         assert len(row.run_ids) == 2 * (3 * 4 + 2)
         assert all(store.run(r).status == "completed" for r in row.run_ids)
         assert all(store.metrics(r) for r in row.run_ids)  # per direction / per block series
+        lit = row.evidence["literature"]  # He et al. 2016 and Yang et al. 2019 agree; Balduzzi
+        assert [c["agrees"] for c in lit] == [True, True, None]  # measured another quantity
         figs = select_claims("C02")[0].report_figures(
             Evidence.from_dict(row.evidence), tmp_path / "f"
         )

@@ -20,6 +20,8 @@ def test_claim_holds_at_tiny_scale(tmp_path):
         # every run logs its series: I(X; Y_L) per depth, or the MLP's bound per block
         assert len(row.run_ids) == 3
         assert all(store.metrics(run_id) for run_id in row.run_ids)
+        lit = row.evidence["literature"]  # Cover & Thomas, Kraskov et al., He et al. 2016
+        assert [c["agrees"] for c in lit] == [True, True, True]
         claim = select_claims("C04")[0]
         figs = claim.report_figures(Evidence.from_dict(row.evidence), tmp_path / "f")
         assert [f.path for f in figs] == ["information.png"]
@@ -40,6 +42,14 @@ def _result(residual_random=3.5, ksg_error=0.0):
     plain = {"zero": block(0.0), "low-rank": block(1.2), "random": block(2.0)}
     mlp = {"residual": Mlp([160.0], [107.0], []), "plain": Mlp([140.0], [71.0], [])}
     return Result(SCALES["tiny"], [0], full, {"residual": res, "plain": plain}, mlp)
+
+
+def test_literature_reports_a_biased_estimator_as_a_disagreement():
+    from skiplab.claims.c04_information import Information
+
+    rows = Information().literature(_result(ksg_error=0.5))
+    assert rows[1].source.startswith("Kraskov") and rows[1].agrees is False
+    assert rows[0].agrees is True  # the closed form is still the Gaussian channel's
 
 
 def test_criterion():

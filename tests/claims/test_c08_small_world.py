@@ -12,6 +12,8 @@ def test_small_world_holds_at_tiny_scale(tmp_path):
         assert len(row.run_ids) == 4  # chain, chain + shortcut, plain-20, ResNet-20
         assert all(store.run(r).status == "completed" for r in row.run_ids)
         assert all(store.metrics(r) for r in row.run_ids)  # every run logged its series
+        lit = row.evidence["literature"]  # Watts & Strogatz 1998, Veit et al. 2016
+        assert [c["agrees"] for c in lit] == [True, True] and "2^9" in lit[1]["measured"]
         figs = select_claims("C08")[0].report_figures(
             Evidence.from_dict(row.evidence), tmp_path / "f"
         )

@@ -41,6 +41,9 @@ def test_claim_holds_at_tiny_scale(tmp_path):
         for run_id in row.run_ids:  # Rg, end-to-end and pair distance after every sweep
             rows = store.metrics(run_id)
             assert rows and len(rows) == 3 * s.sweeps * (len(s.reaches) + 1)
+        (lit,) = row.evidence["literature"]  # a protein is not on the lattice's scale
+        assert lit["agrees"] is None and "Zavodszky" in lit["source"]
+        assert "kcal/mol" in lit["measured"]
         claim = select_claims("C17")[0]
         figs = claim.report_figures(Evidence.from_dict(row.evidence), tmp_path / "f")
         assert [f.path for f in figs] == ["staple.png"]

@@ -21,7 +21,7 @@ import torch
 from scipy import stats
 
 from skiplab import _plot
-from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
 from skiplab.diagnostics import chain_path_stats, find_skips, graph_paths, model_block_paths
 from skiplab.models import create_model
@@ -200,6 +200,37 @@ class SmallWorld(Claim[Settings, Condition, Result]):
             f"chain diameter {chain.diameter:.0f} -> {ring.diameter:.0f}, average "
             f"{chain.average:.2f} -> {ring.average:.2f} ({100 * cut:.1f}% shorter); {nets}"
         )
+
+    def literature(self, r: Result) -> list[Comparison]:
+        chain, ring = r.chains["chain"], r.chains["shortcut"]
+        cut = 1 - ring.average / chain.average
+        out = [
+            Comparison(
+                "Watts & Strogatz 1998, abstract and text",
+                "rewired lattices are highly clustered yet have small characteristic path "
+                "lengths; 'for small p, each short cut has a highly nonlinear effect on L'",
+                f"one shortcut among {r.neurons - 1} edges: average path {chain.average:.2f} -> "
+                f"{ring.average:.2f} hops ({100 * cut:.1f}% shorter), longest {chain.diameter:.0f} "
+                f"-> {ring.diameter:.0f}; a chain closed into a ring, not a rewired k-lattice",
+                cut >= 0.2,
+            )
+        ]
+        for depth, g in r.graphs.items():
+            res = g["resnet"]
+            out.append(
+                Comparison(
+                    "Veit, Wilber & Belongie 2016, sec. 3 and abstract",
+                    "a residual network of n blocks has 2^n input-output paths whose lengths "
+                    "follow a binomial distribution; in ResNet-110 most of the gradient comes "
+                    "from paths only 10-34 layers deep",
+                    f"ResNet-{depth}: {res.total:.4g} paths = 2^{res.blocks} = "
+                    f"{2.0**res.blocks:.4g}, block paths vs Binomial({res.blocks}, 1/2) max diff "
+                    f"{res.binomial_maxdiff:.1e} (counted, not weighted by gradient: the 10-34 "
+                    "layer figure is not measured here)",
+                    res.total == 2.0**res.blocks and res.binomial_maxdiff < 1e-12,
+                )
+            )
+        return out
 
     def numbers(self, r: Result) -> dict[str, float]:
         chain, ring = r.chains["chain"], r.chains["shortcut"]

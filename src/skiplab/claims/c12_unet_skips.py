@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from skiplab import _plot
-from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import describe
+from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data.segmentation import load_cells
 from skiplab.diagnostics import eval_mode
 from skiplab.models.unet import UNet, UNetConfig, nearest_valid_size, output_size
@@ -43,22 +43,25 @@ COLORS = {"concat": _plot.RESIDUAL, "add": "#2ca02c", "plain": _plot.PLAIN}
 METRICS = ("dice", "iou", "boundary_f1")
 ALIGNMENT = "alignment"  # the condition that checks crop-and-concat sizes; nothing is trained
 EXAMPLES = 3  # held-out images shown per model
+MIN_GAP = 0.05  # boundary F1: the smallest mean gap that counts as "cannot" without long skips
 
 
 @dataclass(frozen=True)
 class Settings:
     levels: int = 3  # a bottleneck 2^3 = 8x coarser than the 1-pixel membranes (paper: 4)
-    width: int = 16  # channels of the first level (the paper's 64 is GPU-sized)
+    width: int = 8  # channels of the first level (the paper's 64 is GPU-sized); 8 -> 64 at the
+    # bottleneck already segments these cells (Dice 0.92 after 100 steps, measured)
     size: int = 132  # an input side that aligns with 3 valid levels: output 44
-    steps: int = 150  # Adam steps per model, the same for all three variants
+    steps: int = 100  # Adam steps per model, the same for all three variants
     batch_size: int = 4  # the paper used batch 1 on large tiles; these tiles are small
-    n_train: int = 64  # seeded synthetic training images (new ones for every seed)
-    n_test: int = 24  # held-out images for Dice / IoU / boundary F1
+    n_train: int = 32  # seeded synthetic training images (new ones for every seed): drawing
+    # them costs as much CPU as training on them
+    n_test: int = 16  # held-out images for Dice / IoU / boundary F1 (44 x 44 windows each)
     lr: float = 1e-3  # Adam's default, for all three variants
 
 
 SCALES = {
-    "tiny": Settings(levels=2, width=8, size=60, steps=30, n_train=16, n_test=8),
+    "tiny": Settings(levels=2, width=8, size=60, steps=80, n_train=16, n_test=8),
     "quick": Settings(),
     "full": Settings(levels=4, width=32, size=284, steps=3000, batch_size=8, n_train=512,
                      n_test=128),
@@ -124,6 +127,7 @@ def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
     last = fit.last if fit.diverged is None else {}
     return {
         **{m: last.get(f"test_{m}", math.nan) for m in METRICS},
+        "fg_fraction": float(yte[:, win, win].float().mean()),  # of the held-out masks
         "prediction": pred.tolist(),
         "image": xte[:EXAMPLES, 0, win, win].numpy().round(3).tolist(),
         "mask": yte[:EXAMPLES, win, win].tolist(),
@@ -134,6 +138,7 @@ def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
 @dataclass
 class Result(Summary):
     scores: dict[str, dict[str, list[float]]]  # variant -> metric -> per seed
+    fg_fraction: list[float]  # per seed: the held-out masks' foreground fraction
     curves: dict[str, list[list[float]]]  # variant -> per seed -> step_loss
     curve_steps: list[int]  # the steps at which step_loss was logged
     crop_checks: dict[str, bool]
@@ -167,10 +172,15 @@ class UNetSkips(Claim[Settings, Condition, Result]):
         "do not align."
     )
     criterion = (
-        "Holds when every crop-and-concat check passes and the crop-and-concat U-Net's boundary "
-        "F1 exceeds the plain twin's on every seed (no overlap) by at least 0.05 on average. "
-        "Fails when a check fails or the plain twin's boundary F1 is not lower on average; "
-        "inconclusive otherwise (better but overlapping or by less than 0.05)."
+        "Positive control: both U-Nets (crop-and-concat and additive skips) beat the trivial "
+        "constant predictors, their mean held-out Dice above the better of all-background "
+        "(Dice 0) and all-foreground (Dice 2p / (1 + p), p the foreground fraction); if not, the "
+        "budget cannot decide (inconclusive). Effect: the crop-and-concat U-Net's boundary F1 "
+        "minus the plain twin's, paired by seed (same images, same seed). Holds when every "
+        "crop-and-concat check passes, the difference is positive, its 95% t-interval excludes "
+        f"0 and its mean is at least {MIN_GAP:g}. Fails when a check fails or the difference is "
+        "not positive; inconclusive otherwise (positive but its interval includes 0, or smaller "
+        f"than {MIN_GAP:g})."
     )
     math = (
         "Valid 3x3 conv: side s -> s - 2; a level (two convs, pool): s -> (s - 4) / 2, which "
@@ -187,7 +197,8 @@ class UNetSkips(Claim[Settings, Condition, Result]):
         "Csurka, Larlus & Perronnin 2013, What is a good evaluation measure for semantic "
         "segmentation? (boundary F1)",
     )
-    default_seeds = {"tiny": 1, "quick": 2, "full": 5}
+    default_seeds = {"tiny": 3, "quick": 3, "full": 5}
+    version = 2  # measure returns the held-out foreground fraction (the control's baseline)
     scales = SCALES
     measure = staticmethod(measure)
 
@@ -211,6 +222,7 @@ class UNetSkips(Claim[Settings, Condition, Result]):
         align = runs.one(variant=ALIGNMENT)
         return Result(
             scores={v: {m: runs.values(m, variant=v) for m in METRICS} for v in VARIANTS},
+            fg_fraction=runs.values("fg_fraction", variant="concat"),
             curves={v: [r.curve("step_loss") for r in runs.where(variant=v)] for v in VARIANTS},
             curve_steps=trained[0].steps("step_loss"),
             crop_checks={k: bool(ok) for k, ok in align.get("checks").items()},
@@ -233,34 +245,62 @@ class UNetSkips(Claim[Settings, Condition, Result]):
     def checks(self, r: Result) -> list[Check]:
         failed = [k for k, ok in r.crop_checks.items() if not ok]
         passed = "all pass" if not failed else "failed: " + ", ".join(failed)
-        checks = [Check("every crop-and-concat check passes", not failed, passed)]
-        u, p = r.scores["concat"]["boundary_f1"], r.scores["plain"]["boundary_f1"]
-        if not all(math.isfinite(v) for v in u + p):
+        checks = [Check("every crop-and-concat check passes", not failed, passed), _control(r)]
+        gap = boundary_gap(r)
+        if gap is None:
             return [*checks, Check("every run trained without diverging", False, kind="evidence")]
-        gap = float(np.mean(u) - np.mean(p))
-        text = f"U-Net {np.mean(u):.3f} vs plain twin {np.mean(p):.3f}, gap {gap:+.3f}"
-        checks.append(Check("U-Net boundary F1 above the plain twin's on average", gap > 0, text))
-        if gap > 0:
-            spread = "U-Net boundary F1 above the plain twin's on every seed (no overlap)"
-            size = "U-Net boundary F1 at least 0.05 above the plain twin's on average"
-            checks.append(Check(spread, min(u) > max(p), text, kind="evidence"))
-            checks.append(Check(size, gap >= 0.05, text, kind="evidence"))
-        return checks
+        text = f"U-Net - plain twin boundary F1 {gap.interval()}"
+        return [
+            *checks,
+            Check("U-Net boundary F1 above the plain twin's", gap.mean > 0, text),
+            Check("the difference's 95% interval excludes 0", gap.excludes_zero, str(gap),
+                  kind="evidence"),
+            Check(f"the difference is at least {MIN_GAP:g} on average", gap.mean >= MIN_GAP, text,
+                  kind="evidence"),
+        ]  # fmt: skip
 
     def detail(self, r: Result) -> str:
         sc = r.scores
         u, p = sc["concat"]["boundary_f1"], sc["plain"]["boundary_f1"]
         failed = [k for k, ok in r.crop_checks.items() if not ok]
         return (
-            f"boundary F1 U-Net {np.mean(u):.3f} vs plain twin {np.mean(p):.3f} (gap "
-            f"{np.mean(u) - np.mean(p):+.3f}, additive {np.mean(sc['add']['boundary_f1']):.3f}); "
-            f"Dice {np.mean(sc['concat']['dice']):.3f} vs {np.mean(sc['plain']['dice']):.3f}; "
-            f"over {len(u)} seed(s); crop checks "
+            f"boundary F1 U-Net {np.mean(u):.3f} vs plain twin {np.mean(p):.3f} (paired gap "
+            f"{_text(boundary_gap(r))}, additive {np.mean(sc['add']['boundary_f1']):.3f}); "
+            f"Dice {np.mean(sc['concat']['dice']):.3f} vs {np.mean(sc['plain']['dice']):.3f} "
+            f"(all-foreground {trivial_dice(r):.3f}); over {len(u)} seed(s); crop checks "
             f"{'all pass' if not failed else 'failed: ' + ', '.join(failed)}."
         )
 
     def numbers(self, r: Result) -> dict[str, float]:
-        return {f"{v}_{m}": describe(r.scores[v][m]).mean for v in VARIANTS for m in METRICS}
+        out = {f"{v}_{m}": describe(r.scores[v][m]).mean for v in VARIANTS for m in METRICS}
+        out["trivial_dice"] = trivial_dice(r)
+        gap = boundary_gap(r)
+        if gap is not None:
+            out.update(bf1_gap=gap.mean, bf1_gap_lo=gap.lo, bf1_gap_hi=gap.hi)
+        return out
+
+    def literature(self, r: Result) -> list[Comparison]:
+        gap, iou = boundary_gap(r), describe(r.scores["concat"]["iou"])
+        holds = gap is not None and gap.excludes_zero and gap.mean >= MIN_GAP
+        return [
+            Comparison(
+                "Ronneberger, Fischer & Brox 2015, sec. 1",
+                "'In order to localize, high resolution features from the contracting path are "
+                "combined with the upsampled output' (the long skips carry the 'where'); the "
+                "paper reports no network without them",
+                f"boundary F1 with long skips minus without, paired over seeds: {_text(gap)}",
+                holds,
+            ),
+            Comparison(
+                "Ronneberger, Fischer & Brox 2015, Table 2 (ISBI cell tracking 2015, IOU)",
+                "U-Net IOU 0.9203 on PhC-U373 (second best 0.83) and 0.7756 on DIC-HeLa (second "
+                "best 0.46)",
+                f"IoU {iou.interval()} on synthetic cells (a {r.levels}-level valid U-Net, no "
+                "elastic augmentation or boundary weights, a few hundred Adam steps): another "
+                "dataset and budget",
+                None,
+            ),
+        ]
 
     def tables(self, r: Result) -> list[Table]:
         rows = [
@@ -284,6 +324,11 @@ class UNetSkips(Claim[Settings, Condition, Result]):
 
     def notes(self, r: Result) -> list[str]:
         notes = [f"diverged: {msg}" for msg in r.diverged]
+        notes.append(
+            f"Trivial predictors on the held-out masks (foreground fraction "
+            f"{np.mean(r.fg_fraction):.3f}): all-background Dice 0, all-foreground Dice "
+            f"{trivial_dice(r):.3f}."
+        )
         if r.levels < 4:
             notes.append(
                 f"The paper's 4-level network is only checked for its sizes; trained: {r.setup}"
@@ -307,6 +352,37 @@ class UNetSkips(Claim[Settings, Condition, Result]):
                 "cells blur away.",
             ),
         ]
+
+
+def boundary_gap(r: Result) -> Stat | None:
+    """Crop-and-concat U-Net minus plain twin boundary F1, paired by seed (None when a run
+    diverged)."""
+    u, p = r.scores["concat"]["boundary_f1"], r.scores["plain"]["boundary_f1"]
+    if not u or not all(math.isfinite(v) for v in u + p):
+        return None
+    return difference(u, p, paired=True)
+
+
+def trivial_dice(r: Result) -> float:
+    """Dice of the better constant predictor: all-foreground 2p / (1 + p) (all-background
+    scores 0), at the mean foreground fraction p of the held-out masks."""
+    p = float(np.mean(r.fg_fraction))
+    return 2 * p / (1 + p)
+
+
+def _control(r: Result) -> Check:
+    dice = {v: float(np.mean(r.scores[v]["dice"])) for v in ("concat", "add")}
+    base = trivial_dice(r)
+    return Check(
+        "positive control: both U-Nets beat the trivial predictors (Dice above all-foreground's)",
+        all(d > base for d in dice.values()),
+        ", ".join(f"{LABELS[v]} {d:.3f}" for v, d in dice.items()) + f" vs {base:.3f}",
+        kind="control",
+    )
+
+
+def _text(gap: Stat | None) -> str:
+    return gap.interval() if gap else "n/a (a run diverged)"
 
 
 def _scores_figure(r: Result, path: Path) -> None:
