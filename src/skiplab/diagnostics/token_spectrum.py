@@ -7,6 +7,16 @@ energy at low frequencies says how global (slowly varying) the signal is (Wang e
 "Anti-Oversmoothing in Deep Vision Transformers via the Fourier Domain"; Park & Kim 2022, "How
 Do Vision Transformers Work?"). The FFT is linear, so ``Y_l(f) = X_l(f) + F_l(f)``.
 
+Image patches as tokens lie on a ``(rows, cols)`` grid (``T = rows * cols`` in raster order):
+with ``grid`` given, the FFT is two-dimensional and the power is binned by radial frequency
+``|f| = sqrt(f_r^2 + f_c^2)`` (cycles per token) to the nearest ``1 / max(rows, cols)``.
+
+Park & Kim measure something else beside the energy split: the log amplitude of the
+Fourier-transformed feature map at the highest frequency relative to the zero frequency
+(their Fig. 2a and Fig. 8, averaged over batch and channels), and how it changes across a
+sublayer ``x_l -> y_l``: a drop means the sublayer takes high frequencies out of the stream
+(a low-pass filter), a rise that it adds them. :func:`high_frequency_change` is that change.
+
 :class:`TokenSpectrumProbe` records ``x_l``, ``F(x_l)`` and ``y_l`` at named residual sublayers
 during one forward pass and gives their spectra and the gradient each path carries back:
 along the skip ``dL/dy_l`` and through the branch ``J_F^T dL/dy_l``. :func:`residual_spectra`
@@ -16,7 +26,7 @@ runs it once on a batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +41,8 @@ __all__ = [
     "CUTOFF",
     "TokenSpectra",
     "TokenSpectrumProbe",
+    "high_frequency_change",
+    "log_amplitude",
     "low_fraction",
     "plot_token_spectra",
     "power_spectrum",
@@ -45,7 +57,7 @@ class TokenSpectra:
     """What :func:`residual_spectra` measures, per probed sublayer (in ``names`` order)."""
 
     names: list[str]  # qualified names of the residual sublayers
-    length: int  # positions T of the sequence
+    length: int  # positions T of the sequence (a grid: max(rows, cols), bins are k / length)
     stream: list[list[float]]  # one-sided power spectrum of the stream x_l entering it
     branch: list[list[float]]  # ... and of its branch output F(x_l)
     low_stream: list[float]  # energy fraction at <= cutoff cycles/token
@@ -54,17 +66,31 @@ class TokenSpectra:
     low_branch_ac: list[float]
     grad_skip: list[float]  # mean per-example norm of dL/dy (the skip's share of dL/dx_l)
     grad_branch: list[float]  # ... of J_F^T dL/dy (the branch's share)
+    hf_change: list[float] = field(default_factory=list)  # Park & Kim's change across it
+    grid: list[int] = field(default_factory=list)  # (rows, cols) of image patches; [] for 1-D
 
 
-def power_spectrum(h: torch.Tensor) -> np.ndarray:
+def power_spectrum(h: torch.Tensor, grid: Sequence[int] | None = None) -> np.ndarray:
     """One-sided power spectrum over positions, averaged over batch and channels.
 
+    Args:
+        h: ``(B, T, C)`` activations.
+        grid: ``(rows, cols)`` when the ``T = rows * cols`` positions are image patches in
+            raster order: the 2-D FFT's power, binned by radial frequency.
+
     Shapes:
-        ``h``: ``(B, T, C)``; returns ``(T // 2 + 1,)`` with the bins that stand for two
-        frequencies (``+f`` and ``-f``) doubled, so that it sums to the total energy.
+        1-D: returns ``(T // 2 + 1,)`` with the bins that stand for two frequencies (``+f``
+        and ``-f``) doubled, so that it sums to the total energy. Grid: returns one bin per
+        radius ``k / max(rows, cols)``, ``k = 0, 1, ...``, each the energy of the 2-D
+        frequencies that round to it (it sums to the total energy too).
     """
     if h.dim() != 3:
         raise ValueError(f"power_spectrum needs (B, T, C) activations, got {tuple(h.shape)}")
+    if grid is not None:
+        power2d = _fft2(h, grid).abs().square().mean(dim=(0, 3))  # (rows, cols)
+        bins = _radial_bins(*power2d.shape)
+        out = torch.zeros(int(bins.max()) + 1, dtype=power2d.dtype)
+        return out.index_add_(0, bins.flatten(), power2d.flatten()).cpu().numpy()
     power = torch.fft.rfft(h.detach().double(), dim=1).abs().square().mean(dim=(0, 2))  # (F,)
     weights = torch.full_like(power, 2.0)
     weights[0] = 1.0
@@ -73,11 +99,56 @@ def power_spectrum(h: torch.Tensor) -> np.ndarray:
     return (power * weights).cpu().numpy()
 
 
+def _fft2(h: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """The 2-D FFT over a ``(rows, cols)`` grid of positions: ``(B, rows, cols, C)``."""
+    rows, cols = (int(g) for g in grid)
+    b, t, c = h.shape
+    if rows * cols != t:
+        raise ValueError(f"grid {rows}x{cols} does not hold the sequence's {t} positions")
+    return torch.fft.fft2(h.detach().double().reshape(b, rows, cols, c), dim=(1, 2))
+
+
+def _radial_bins(rows: int, cols: int) -> torch.Tensor:
+    """Radial frequency of every 2-D FFT bin, in units of ``1 / max(rows, cols)``, rounded."""
+    fr = torch.fft.fftfreq(rows, dtype=torch.float64)[:, None]  # cycles per token
+    fc = torch.fft.fftfreq(cols, dtype=torch.float64)[None, :]
+    return torch.round((fr.square() + fc.square()).sqrt() * max(rows, cols)).long()
+
+
+def log_amplitude(h: torch.Tensor, grid: Sequence[int] | None = None) -> np.ndarray:
+    """Park & Kim's curve: ``log |FFT|`` averaged over batch and channels, from the zero
+    frequency up to the highest (1-D: ``0..T // 2``; grid: the diagonal ``(k, k)``,
+    ``k = 0..min(rows, cols) // 2``, ending at ``(pi, pi)`` for an even grid).
+
+    Their notebook adds 1e-6 to the amplitude before the log and stops the diagonal one bin
+    short of ``pi``; here the curve ends at the highest frequency the grid has.
+    """
+    if grid is not None:
+        amp = _fft2(h, grid).abs()
+        logs = (amp + 1e-6).log().mean(dim=(0, 3))  # (rows, cols)
+        k = torch.arange(min(logs.shape) // 2 + 1)
+        return logs[k, k].cpu().numpy()
+    amp = torch.fft.rfft(h.detach().double(), dim=1).abs()
+    return (amp + 1e-6).log().mean(dim=(0, 2)).cpu().numpy()
+
+
+def high_frequency_change(
+    x: torch.Tensor, y: torch.Tensor, grid: Sequence[int] | None = None
+) -> float:
+    """How a sublayer ``x -> y`` changes the high-frequency log amplitude relative to the
+    zero frequency (Park & Kim 2022, Fig. 8): ``[a_y(hi) - a_y(0)] - [a_x(hi) - a_x(0)]`` with
+    ``a`` from :func:`log_amplitude`. Negative: the sublayer is a low-pass filter of the
+    stream; positive: it adds high frequencies."""
+    ax, ay = log_amplitude(x, grid), log_amplitude(y, grid)
+    return float((ay[-1] - ay[0]) - (ax[-1] - ax[0]))
+
+
 def low_fraction(power: np.ndarray, length: int, cutoff: float = CUTOFF, dc: bool = True) -> float:
     """Fraction of the energy at frequencies ``<= cutoff`` (cycles per token).
 
     Args:
-        power: a one-sided spectrum from :func:`power_spectrum` of a length-``length`` signal.
+        power: a one-sided spectrum from :func:`power_spectrum` of a length-``length`` signal
+            (of a grid: ``length = max(rows, cols)``, the radial bins are ``k / length``).
         dc: count the zero frequency (the mean over positions); False measures how the
             *varying* part of the signal is spread.
     """
@@ -94,22 +165,30 @@ class TokenSpectrumProbe(AbstractProbe):
         names: qualified names of :class:`~skiplab.nn.Residual` sublayers, e.g.
             ``["blocks.0.attn", "blocks.1.attn"]``; default every outermost ``Residual``.
         cutoff: the low-frequency cut-off of the ``low_*`` fractions (cycles per token).
+        grid: ``(rows, cols)`` when the positions are image patches (2-D spectra).
 
     The gradient split is exact for ``y = x + F(x)`` (pre-LN, no scale): with a ``post`` norm
     or a branch scale, ``dL/dy`` is taken at the sublayer's output.
     """
 
-    def __init__(self, names: Sequence[str] | None = None, cutoff: float = CUTOFF) -> None:
+    def __init__(
+        self,
+        names: Sequence[str] | None = None,
+        cutoff: float = CUTOFF,
+        grid: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.names = list(names) if names is not None else None
         self.cutoff = cutoff
+        self.grid = [int(g) for g in grid] if grid is not None else None
         self._inputs: dict[str, torch.Tensor] = {}
         self._branches: dict[str, torch.Tensor] = {}
         self._outputs: dict[str, torch.Tensor] = {}
         self._order: list[str] = []
 
     def __repr__(self) -> str:
-        return f"TokenSpectrumProbe(names={self.names}, cutoff={self.cutoff:g})"
+        grid = f", grid={self.grid}" if self.grid else ""
+        return f"TokenSpectrumProbe(names={self.names}, cutoff={self.cutoff:g}{grid})"
 
     def _attach(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
@@ -140,18 +219,26 @@ class TokenSpectrumProbe(AbstractProbe):
 
     def collect(self) -> dict[str, Any]:
         """Per sublayer (in ``names`` order): spectra of the stream ``x_l`` and the branch
-        ``F(x_l)``, and their low-frequency fractions with (``low_*``) and without the DC bin
-        (``low_*_ac``)."""
+        ``F(x_l)``, their low-frequency fractions with (``low_*``) and without the DC bin
+        (``low_*_ac``), and Park & Kim's high-frequency change from ``x_l`` to the
+        sublayer's output ``y_l`` (``hf_change``)."""
         names = [n for n in self._order if n in self._inputs]
-        length = int(self._inputs[names[0]].shape[1]) if names else 0
-        out: dict[str, Any] = {"names": names, "length": length}
+        grid = self.grid
+        if grid is not None:
+            length = max(grid)
+        else:
+            length = int(self._inputs[names[0]].shape[1]) if names else 0
+        out: dict[str, Any] = {"names": names, "length": length, "grid": list(grid or [])}
         for part, store in (("stream", self._inputs), ("branch", self._branches)):
-            spectra = [power_spectrum(store[n]) for n in names]
+            spectra = [power_spectrum(store[n], grid) for n in names]
             out[part] = [p.tolist() for p in spectra]
             out[f"low_{part}"] = [low_fraction(p, length, self.cutoff) for p in spectra]
             out[f"low_{part}_ac"] = [
                 low_fraction(p, length, self.cutoff, dc=False) for p in spectra
             ]
+        out["hf_change"] = [
+            high_frequency_change(self._inputs[n], self._outputs[n], grid) for n in names
+        ]
         return out
 
     def gradient_split(self, loss: torch.Tensor) -> dict[str, Any]:
@@ -185,15 +272,17 @@ def residual_spectra(
     names: Sequence[str] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     cutoff: float = CUTOFF,
+    grid: Sequence[int] | None = None,
 ) -> TokenSpectra:
     """One forward and backward pass of ``loss_fn(model(x), target)`` through a
     :class:`TokenSpectrumProbe`: its :meth:`~TokenSpectrumProbe.collect` and
     :meth:`~TokenSpectrumProbe.gradient_split` (no parameter gradient is kept).
 
     Shapes:
-        ``x``: what ``model`` takes; every probed sublayer sees ``(B, T, C)``.
+        ``x``: what ``model`` takes; every probed sublayer sees ``(B, T, C)`` (with ``grid``,
+        ``T = rows * cols`` patches in raster order).
     """
-    probe = TokenSpectrumProbe(names, cutoff)
+    probe = TokenSpectrumProbe(names, cutoff, grid)
     with probe.attached(model):
         loss = loss_fn(model(x), target)
     return TokenSpectra(**probe.collect(), **probe.gradient_split(loss))
