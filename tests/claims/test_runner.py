@@ -270,3 +270,9 @@ def test_replicate_runs_a_disjoint_seed_set_and_the_report_says_whether_it_agree
     assert toy_record["checks"][0]["name"] == "wide trains at least as well"
     assert toy_record["literature"][0]["source"] == "Toy et al. 2026"
     assert "Compared with the literature" in html and "Toy et al. 2026" in html
+
+
+def test_a_stored_summary_reads_back_after_a_field_with_a_default_was_added():
+    stored = {"by_width": {"4": [0.1]}, "inner": {"a": 1.0, "b": []}, "pairs": {}, "maybe": 2.0}
+    back = _Outer.from_json(stored)  # no "score": written before the field existed
+    assert back.score == 0.5 and back.maybe == 2.0

@@ -208,11 +208,19 @@ def _decode(tp: Any, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError(f"cannot read {value!r} as {tp}")
         hints = typing.get_type_hints(tp)
-        kwargs = {f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)}
+        kwargs = {  # a field missing from older JSON takes its default (or fails: KeyError)
+            f.name: _decode(hints[f.name], value[f.name])
+            for f in dataclasses.fields(tp)
+            if f.name in value or not _has_default(f)
+        }
         return typing.cast(Any, tp)(**kwargs)
     if origin is not None:
         return _decode_container(origin, typing.get_args(tp), value)
     return _decode_scalar(tp, value)
+
+
+def _has_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 def _decode_union(tp: Any, value: Any) -> Any:
