@@ -9,10 +9,8 @@ from skiplab.claims._runner import run_key
 from skiplab.claims.c13_gnn_depth import (
     SCALES,
     VARIANTS,
-    EarlyStopping,
     GNNDepth,
     Result,
-    _Stopped,
     best_validation,
 )
 from skiplab.data import CORA_PATH, DataError
@@ -139,34 +137,6 @@ def test_test_accuracy_is_read_at_the_first_best_validation_epoch():
     val = [(5, 0.6), (10, 0.7), (15, 0.7), (20, 0.65)]  # ties do not move the best epoch
     test = [(5, 0.5), (10, 0.6), (15, 0.9), (20, 0.95)]
     assert best_validation(val, test) == {"val": 0.7, "test": 0.6, "best_epoch": 10}
-
-
-class LoggedRun:
-    """What EarlyStopping reads of a run: the validation accuracies logged so far."""
-
-    def __init__(self, vals: list[float]) -> None:
-        self.vals = vals
-
-    def logged(self, key: str) -> list[tuple[int, float]]:
-        return [(5 * (i + 1), v) for i, v in enumerate(self.vals)] if key == "val_acc" else []
-
-
-def test_early_stopping_ends_training_after_patience_evaluations_past_the_warmup(tmp_path):
-    import torch
-
-    from skiplab.models.gnn import GNN, GNNConfig
-
-    data = load_graph(write_sbm(tmp_path / "g.npz"))
-    torch.manual_seed(0)
-    model = GNN(GNNConfig(in_channels=32, num_classes=4, hidden=8)).eval()
-    history = [0.2, 1.0, 0.3]  # the best (1.0) is followed by 0.3 and this evaluation
-    cpu = torch.device("cpu")
-    with torch.no_grad(), pytest.raises(_Stopped):
-        EarlyStopping(data, LoggedRun(history), patience=2).metrics(model, cpu)
-    with torch.no_grad():  # one evaluation short of the patience, or of the warm-up: go on
-        scores = EarlyStopping(data, LoggedRun(history), patience=3).metrics(model, cpu)
-        assert set(scores) >= {"train_acc", "val_acc", "test_acc"}
-        EarlyStopping(data, LoggedRun(history), patience=2, warmup=5).metrics(model, cpu)
 
 
 @pytest.mark.parametrize(

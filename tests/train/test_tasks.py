@@ -149,9 +149,27 @@ def test_stream_classification_stops_early_once_until_holds():
     torch.manual_seed(0)
     model = RecurrentNet(RNNConfig(input_size=8, hidden_size=16, out_features=4, skip=False))
     cfg = _adam(epochs=1, max_steps=600, lr=1e-2, grad_clip=1.0, eval_every=1000)
-    trainer = Trainer(model, cfg, tensorboard=False, until=lambda m: m["train_acc"] >= 0.99)
+    trainer = Trainer(model, cfg, tensorboard=False, until=lambda h: h.last["train_acc"] >= 0.99)
     hist = trainer.fit(task)
     assert trainer.stopped_early and trainer.step < 600  # T=5 is learnt within 600 steps
     assert hist.last["train_acc"] >= 0.99
     assert hist.last["test_acc"] > 0.9  # evaluated at the epoch it stopped, not only at the end
     assert all("test_acc" not in e for e in hist.epochs[:-1])  # eval_every was not due before
+
+
+def test_early_stopping_waits_for_patience_after_the_minimum():
+    from skiplab.train import EarlyStopping, History
+
+    rule = EarlyStopping("val_acc", patience=2, min_evaluations=4)
+
+    def hist(vals):
+        return History([{"val_acc": v} if v is not None else {} for v in vals])
+
+    assert not rule(hist([0.5, 0.4, 0.3]))  # below the minimum number of evaluations
+    assert rule(hist([0.5, 0.4, 0.3, 0.2]))  # the best is 3 evaluations back
+    assert not rule(hist([0.5, 0.4, 0.6, 0.2]))  # a new best 1 evaluation back
+    assert not rule(hist([0.5, None, 0.4, None, 0.6, None, 0.6]))  # ties keep the first best
+    assert rule(hist([0.5, None, 0.4, None, 0.6, None, 0.6, None, 0.5]))
+    assert EarlyStopping("val_loss", patience=1, mode="min")(hist([])) is False
+    with pytest.raises(ValueError, match="mode must be"):
+        EarlyStopping(mode="best")

@@ -196,7 +196,7 @@ class Run:
         cfg: TrainConfig,
         *,
         prefix: str = "",
-        until: Callable[[dict[str, float]], bool] | None = None,
+        until: Callable[[History], bool] | None = None,
     ) -> Fit:
         """Train ``model`` on ``task`` with the :class:`~skiplab.train.Trainer`.
 
@@ -204,7 +204,8 @@ class Run:
         every ``cfg.log_every`` steps) are logged as ``<prefix><metric>``. A divergence does
         not raise: it is returned in ``Fit.diverged`` and marks the whole run ``diverged``.
         A long fit checkpoints into the run's workdir and a rerun resumes from it.
-        ``until(epoch_metrics)`` stops it early once true (the task is evaluated then).
+        ``until(history)`` stops it early once true (e.g. ``EarlyStopping``; the task is
+        evaluated then).
         """
         cfg = dataclasses.replace(cfg, seed=self.seed)
         checkpoint = None

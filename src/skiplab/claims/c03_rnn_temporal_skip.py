@@ -115,7 +115,9 @@ def _train(run: Run, s: Settings, model: RecurrentNet, length: int, seed: int) -
         weight_decay=0.0, schedule="constant", grad_clip=1.0, eval_every=s.steps,
         log_every=LOG_EVERY,
     )  # fmt: skip
-    fit = run.fit(model, task, cfg, prefix=f"T{length}/", until=lambda m: m["train_acc"] >= STOP)
+    fit = run.fit(
+        model, task, cfg, prefix=f"T{length}/", until=lambda h: h.last["train_acc"] >= STOP
+    )
     acc = math.nan if fit.diverged else fit.last["test_acc"]
     return acc, fit.steps
 

@@ -29,7 +29,7 @@ from skiplab.data import DataError, load_cora
 from skiplab.data.graph_file import file_sha256, load_graph, planetoid_name
 from skiplab.diagnostics.oversmoothing import oversmoothing_profile
 from skiplab.models.gnn import GNN, GNNConfig
-from skiplab.train import NodeClassification, TrainConfig
+from skiplab.train import EarlyStopping, NodeClassification, TrainConfig
 
 VARIANTS = ("plain", "res", "res+", "initial", "jk")
 SKIPS = VARIANTS[1:]
@@ -107,31 +107,6 @@ def best_validation(
     return best
 
 
-class _Stopped(Exception):
-    """Validation accuracy stopped improving: training ends here (raised through the Trainer)."""
-
-
-class EarlyStopping(NodeClassification):
-    """Node classification whose evaluation ends training once validation accuracy has not
-    improved for ``patience`` evaluations, but not before the ``warmup``-th (GCNII's
-    protocol, on accuracy instead of loss).
-
-    The history it judges is what the run has logged, so a run resumed from a checkpoint
-    stops where the uninterrupted one would.
-    """
-
-    def __init__(self, data: Any, run: Run, patience: int, warmup: int = 0) -> None:
-        super().__init__(data)
-        self.run, self.patience, self.warmup = run, patience, warmup
-
-    def metrics(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        scores = super().metrics(model, device)
-        vals = [v for _, v in self.run.logged("val_acc")] + [scores["val_acc"]]
-        if len(vals) >= self.warmup and len(vals) - 1 - int(np.argmax(vals)) >= self.patience:
-            raise _Stopped
-        return scores
-
-
 def graph(s: Settings) -> Any:
     """The settings' graph: the shipped Cora, or the user's file (checked against its sum)."""
     if not s.data_path:
@@ -150,23 +125,19 @@ def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
         num_layers=c.depth, variant=c.variant, dropout=s.dropout, norm=s.norm, cached=True,
     )  # fmt: skip
     model = run.build(lambda: GNN(gcfg))
-    task = EarlyStopping(
-        data, run, max(1, s.patience // s.eval_every), s.min_epochs // s.eval_every
-    )
+    task = NodeClassification(data)
     cfg = TrainConfig(
         epochs=s.max_epochs, lr=s.lr, optimizer="adam", weight_decay=s.weight_decay,
         schedule="constant", eval_every=s.eval_every,
     )  # fmt: skip
-    # early stopping ends training, and so does a divergence (the best epoch before it counts)
-    stopped = False
-    try:
-        run.fit(model, task, cfg)
-    except _Stopped:
-        stopped = True
-    val = run.logged("val_acc")
-    out: dict[str, Any] = best_validation(val, run.logged("test_acc"))
-    last = val[-1][0] if val else 0
-    out["epochs"] = float(last + s.eval_every if stopped else last)  # epochs trained
+    # GCNII's protocol on validation accuracy; a divergence ends training too (the best
+    # epoch before it counts)
+    stop = EarlyStopping(
+        "val_acc", max(1, s.patience // s.eval_every), s.min_epochs // s.eval_every
+    )
+    fit = run.fit(model, task, cfg, until=stop)
+    out: dict[str, Any] = best_validation(run.logged("val_acc"), run.logged("test_acc"))
+    out["epochs"] = float(fit.steps)  # one full-batch step an epoch
     y = task.data.y[task.data.test_mask]
     out["chance"] = float(torch.bincount(y).max()) / len(y)  # the majority class's share
     if c.depth == s.depths[-1]:

@@ -21,6 +21,7 @@ from skiplab.train.tasks import (
 )
 from skiplab.train.trainer import (
     DivergedError,
+    EarlyStopping,
     History,
     TrainConfig,
     Trainer,
@@ -33,6 +34,7 @@ __all__ = [
     "Classification",
     "DistInfo",
     "DivergedError",
+    "EarlyStopping",
     "History",
     "NodeClassification",
     "Segmentation",

@@ -150,6 +150,39 @@ class History:
         return self.epochs[-1] if self.epochs else {}
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    """A ``Trainer(until=...)`` rule: stop once ``metric`` has not improved for ``patience``
+    evaluations, but not before ``min_evaluations`` of them (GCNII's protocol on Cora, there
+    on the validation loss).
+
+    Args:
+        metric: an evaluation metric in the history, e.g. ``"val_acc"``.
+        patience: evaluations without a new best before stopping.
+        min_evaluations: evaluations always made first (deep GNNs sit at chance for a while).
+        mode: ``"max"`` (accuracy) or ``"min"`` (a loss).
+    """
+
+    metric: str = "val_acc"
+    patience: int = 10
+    min_evaluations: int = 0
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"EarlyStopping mode must be 'max' or 'min', got {self.mode!r}")
+        if self.patience < 1:
+            raise ValueError(f"EarlyStopping patience must be >= 1, got {self.patience}")
+
+    def __call__(self, history: History) -> bool:
+        values = history.series(self.metric)
+        if not values or len(values) < self.min_evaluations:
+            return False
+        sign = 1.0 if self.mode == "max" else -1.0
+        best = max(range(len(values)), key=lambda i: (sign * values[i], -i))  # the first best
+        return len(values) - 1 - best >= self.patience
+
+
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -193,8 +226,11 @@ class Trainer:
             are those of the global batch (default True; CPU/gloo has no SyncBatchNorm).
         log: ``log(step, metrics, epoch)`` receives every metric row instead of the store
             (the experiment runner's run handle buffers them for the driver to store).
-        until: ``until(metrics) -> bool`` after every epoch: stop early once it is true (the
-            task is evaluated at that epoch if it was not due); ``stopped_early`` says so.
+        until: ``until(history) -> bool`` after every epoch (the epoch's metrics already in
+            ``history``): stop early once it is true, e.g. :class:`EarlyStopping`; the task is
+            evaluated at that epoch if it was not due; ``stopped_early`` says so. It sees the
+            whole history, restored epochs included, so a resumed run stops where an
+            uninterrupted one would.
     """
 
     def __init__(
@@ -213,7 +249,7 @@ class Trainer:
         tensorboard: str | os.PathLike[str] | bool | None = None,
         sync_batchnorm: bool = True,
         log: Callable[[int, dict[str, float], int | None], None] | None = None,
-        until: Callable[[dict[str, float]], bool] | None = None,
+        until: Callable[[History], bool] | None = None,
     ) -> None:
         self.dist = _dist.current()
         self.cfg = cfg
@@ -346,9 +382,13 @@ class Trainer:
                 t0 = time.perf_counter()
                 sums = self._epoch(task, total, bar)
                 self.epoch += 1
-                metrics = self._epoch_metrics(task, sums, epochs)
-                metrics["epoch_s"] = time.perf_counter() - t0
+                metrics = self._epoch_metrics(task, sums, evaluate=self._eval_due(epochs))
                 self.history.epochs.append(metrics)
+                if self.until is not None and self.until(self.history):
+                    self.stopped_early = True
+                    if not self._eval_due(epochs):  # the run ends here: evaluate what it ends with
+                        metrics.update(self._evaluate(task))
+                metrics["epoch_s"] = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}")
                 self._log(self.step, metrics, self.epoch)
                 self._write_tensorboard(metrics)
@@ -399,19 +439,14 @@ class Trainer:
         for e, metrics in enumerate(self.history.epochs, start=1):
             self._log(min(e * steps_per_epoch, total), metrics, e)
 
-    def _epoch_metrics(self, task: Task, sums: torch.Tensor, epochs: int) -> dict[str, float]:
-        """The epoch's training metrics, the task's evaluation when due, and ``until``."""
+    def _epoch_metrics(self, task: Task, sums: torch.Tensor, evaluate: bool) -> dict[str, float]:
+        """The epoch's training metrics, and the task's evaluation when due."""
         n = float(sums[1])
         metrics = {"train_loss": float(sums[0]) / n}
         metrics.update({f"train_{k}": float(v) / n for k, v in zip(task.stats, sums[2:])})
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        due = self._eval_due(epochs)
-        if due:
+        if evaluate:
             metrics.update(self._evaluate(task))
-        if self.until is not None and self.until(metrics):
-            self.stopped_early = True
-            if not due:  # the run ends here: evaluate what it ends with
-                metrics.update(self._evaluate(task))
         return metrics
 
     def _eval_due(self, epochs: int) -> bool:
