@@ -161,8 +161,13 @@ def test_train_on_a_graph_file_and_bad_graph_files_are_one_line(capsys, tmp_path
     del arrays["y"]
     broken = tmp_path / "broken.npz"
     np.savez(broken, **arrays)
+    arrays = dict(np.load(graph))
+    arrays["val_mask"] = arrays["train_mask"]  # every training node is also a validation node
+    overlapping = tmp_path / "overlapping.npz"
+    np.savez(overlapping, **arrays)
     for argv, needle in (
         (["train", "gcn_initial", "--data-path", str(broken)], "'y'"),
+        (["train", "gcn_initial", "--data-path", str(overlapping)], "'train_mask' and 'val_mask'"),
         (["train", "resnet20", "--data-path", str(graph)], "is not a GNN"),
         (["train", "gcn_initial", "--data-path", str(tmp_path / "no.npz")], "does not exist"),
         (["reproduce", "--claims", "C01", "--data-path", str(graph)], "takes no --data-path"),

@@ -433,14 +433,14 @@ def _dataset_inputs(
 def _graph_inputs(model: str, path: Path, plain: bool) -> tuple[Any, Any, str]:
     """A GNN from the registry built for the graph in ``path``, its node-classification task
     and the graph's name (the file's stem)."""
-    from skiplab.data import load_cora
+    from skiplab.data.graph_file import load_graph
     from skiplab.models import create_model, list_models, model_family
     from skiplab.train import NodeClassification
 
     if model_family(model) != "gnn":
         gnns = ", ".join(m for m in list_models() if model_family(m) == "gnn")
         raise UserError(f"--data-path trains node classifiers: {model!r} is not a GNN ({gnns})")
-    graph = load_cora(path)  # validated: names the file and the key that is wrong
+    graph = load_graph(path)  # validated: names the file and the key that is wrong
     net = create_model(
         model, skip=not plain, in_channels=int(graph.x.shape[1]),
         num_classes=int(graph.y.max()) + 1,
