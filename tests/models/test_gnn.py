@@ -78,3 +78,24 @@ def test_options_are_validated():
     net = create_model("resgcn")
     with pytest.raises(ValueError, match="edge_index"):
         net(torch.randn(4, 1433), torch.zeros(3, 5, dtype=torch.long))
+
+
+def test_feature_dropout_keeps_zeros_and_the_expectation_and_scales_the_kept():
+    from skiplab.models.gnn import feature_dropout
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(400, 300, generator=gen) < 0.02).float() * torch.rand(400, 300, generator=gen)
+    torch.manual_seed(0)
+    y = feature_dropout(x, 0.5, True)
+    assert torch.equal(y[x == 0], torch.zeros_like(y[x == 0]))  # zeros stay zero
+    kept = (y != 0) & (x != 0)
+    assert torch.allclose(y[kept], 2 * x[kept])  # kept entries scaled by 1 / (1 - p)
+    rate = kept.sum() / (x != 0).sum()
+    assert 0.45 < float(rate) < 0.55  # each non-zero entry kept with probability 1 - p
+    assert torch.equal(feature_dropout(x, 0.5, False), x)  # eval: the identity
+    assert torch.equal(feature_dropout(x, 1.0, True), torch.zeros_like(x))
+    dense = torch.rand(50, 40, generator=gen) + 0.1
+    torch.manual_seed(1)
+    a = feature_dropout(dense, 0.3, True)
+    torch.manual_seed(1)
+    assert torch.equal(a, torch.nn.functional.dropout(dense, 0.3, True))  # dense: F.dropout

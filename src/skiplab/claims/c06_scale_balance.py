@@ -19,9 +19,17 @@ import torch
 from torch.utils.data import TensorDataset
 
 from skiplab import _plot
-from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._base import (
+    Check,
+    Claim,
+    Comparison,
+    Figure,
+    Summary,
+    Table,
+    register_claim,
+)
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import describe
+from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data import load_mnist1d
 from skiplab.models.scale_net import (
     BLOCK_KINDS,
@@ -36,6 +44,8 @@ from skiplab.train import Classification, TrainConfig
 BLOCKS = BLOCK_KINDS  # standard x + F(x), balanced x + sigma F(x / sigma)
 RATIO_SCALES = tuple(float(s) for s in np.logspace(-3, 3, 13))
 ACC_SPREAD = 0.02  # the balanced net's accuracy may differ by at most 2 points across scales
+CHANCE = 0.1  # ten classes
+CONTROL_ACC = 0.2  # the positive control: the balanced net at scale 1 reaches twice chance
 
 
 @dataclass(frozen=True)
@@ -44,13 +54,15 @@ class Settings:
     depth: int = 6  # blocks per network: a stack, at ~4 s per training run on one core
     epochs: int = 8  # the quick budget (balanced net at scale 1: 43% test accuracy)
     n_train: int = 4000  # the canonical MNIST-1D training split, all of it
-    train_scales: tuple[float, ...] = (1e-3, 1e-1, 1.0, 1e1, 1e3)  # six decades, as the ratio
+    train_scales: tuple[float, ...] = (1e-3, 1.0, 1e3)  # six decades, as the ratio; the
+    # standard net is at its worst at an end (measured at 1e-3, 1e-1, 1, 1e1, 1e3: 0.31, 0.50,
+    # 0.52, 0.58, 0.27), so the ends and the middle decide the claim
     batch_size: int = 128  # a common MNIST-1D batch
     lr: float = 3e-3  # AdamW (no weight decay), cosine to 0
 
 
 SCALES = {
-    "tiny": Settings(width=32, depth=3, epochs=3, n_train=800, train_scales=(1e-3, 1.0, 1e3)),
+    "tiny": Settings(width=32, depth=3, epochs=6, n_train=800, train_scales=(1e-3, 1.0, 1e3)),
     "quick": Settings(),
     "full": Settings(width=128, depth=12, epochs=40,
                      train_scales=(1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)),
@@ -111,12 +123,23 @@ class Kind:
         """Per seed, the accuracy at its worst input scale."""
         return [min(v[i] for v in self.acc.values()) for i in range(len(self.ratios))]
 
+    def spread(self) -> float:
+        """Largest minus smallest mean accuracy over the input scales."""
+        means = list(self.mean_acc().values())
+        return max(means) - min(means)
+
 
 @dataclass
 class Result(Summary):
     settings: Settings
     seeds: list[int]
     kinds: dict[str, Kind]  # standard / balanced
+
+    def worst_gain(self) -> Stat:
+        """Balanced minus standard worst-scale accuracy, paired by seed (one seed gives both
+        networks the same initial weights and batches), with its 95% t-interval."""
+        bal, std = self.kinds["balanced"], self.kinds["standard"]
+        return difference(bal.worst_acc(), std.worst_acc(), paired=True)
 
 
 @register_claim
@@ -135,14 +158,19 @@ class ScaleBalance(Claim[Settings, Condition, Result]):
         "|y - x| / |x| and homogeneity error |f(c x) - c f(x)| / |c f(x)| for inputs of scale "
         "1e-3..1e3 (13 scales). Then networks of such blocks (bias-free stem, unit-RMS read-out "
         "shared by both) trained with AdamW on MNIST-1D whose inputs are multiplied by 1e-3, "
-        "1e-1, 1, 1e1, 1e3: test accuracy per scale over seeds."
+        "1 and 1e3 (quick, 5 seeds; full adds 1e-2, 1e-1, 1e1, 1e2): test accuracy per scale "
+        "over seeds."
     )
     criterion = (
-        "Holds when (1) the balanced block's branch/skip ratio changes by less than 1% across "
+        "Positive control: the balanced network trains at input scale 1 (every seed's test "
+        "accuracy >= 0.2, twice chance), else inconclusive (the budget cannot decide). Holds "
+        "when (1) the balanced block's branch/skip ratio changes by less than 1% across "
         "1e-3..1e3 while the standard block's changes by more than 100x; (2) the balanced "
         "network's mean test accuracy varies by less than 2 points across input scales; and "
-        "(3) for every seed its accuracy at the worst input scale is higher than the standard "
-        "network's at that network's worst scale. Fails otherwise."
+        "(3) its accuracy at its worst input scale is higher than the standard network's at "
+        "that network's worst scale: the per-seed difference (paired: a seed gives both "
+        "networks the same initial weights and batches) is positive on average, else fails, "
+        "and its 95% t-interval excludes 0, else inconclusive. (1) or (2) not met: fails."
     )
     math = (
         "Let sigma = std(x) per sample and F end in a normalisation, so |F(x)| ~ sqrt(d) for any "
@@ -165,7 +193,7 @@ class ScaleBalance(Claim[Settings, Condition, Result]):
         "Xiong et al. 2020, On Layer Normalization in the Transformer Architecture",
         "Liu et al. 2020, Understanding the Difficulty of Training Transformers (Admin)",
     )
-    default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    default_seeds = {"tiny": 3, "quick": 5, "full": 5}  # ~1.5 CPU-s a training run
     scales = SCALES
     measure = staticmethod(measure)
 
@@ -196,17 +224,22 @@ class ScaleBalance(Claim[Settings, Condition, Result]):
 
     def checks(self, r: Result) -> list[Check]:
         std, bal = r.kinds["standard"], r.kinds["balanced"]
-        means = list(bal.mean_acc().values())
-        spread = max(means) - min(means)
-        worst = (bal.worst_acc(), std.worst_acc())
+        at_one = bal.acc.get(1.0, [])
+        gain = r.worst_gain()
+        worst = f"balanced {_fmt(bal.worst_acc())} vs standard {_fmt(std.worst_acc())}"
         return [
+            Check(f"the balanced network trains at input scale 1 (every seed >= {CONTROL_ACC})",
+                  bool(at_one) and min(at_one) >= CONTROL_ACC,
+                  f"test accuracy {_fmt(at_one)}, chance {CHANCE}", "control"),
             Check("scale-free ratio: balanced changes < 1%, standard > 100x across 1e-3..1e3",
                   bal.ratio_change < 1.01 and std.ratio_change > 100,
                   f"change balanced {bal.ratio_change:.4g}x, standard {std.ratio_change:.3g}x"),
             Check("balanced accuracy independent of input scale (spread < 2 points)",
-                  spread < ACC_SPREAD, f"spread {100 * spread:.2f} points"),
-            Check("better worst-scale accuracy for every seed", all(b > a for b, a in zip(*worst)),
-                  f"balanced {_fmt(worst[0])} vs standard {_fmt(worst[1])}"),
+                  bal.spread() < ACC_SPREAD, f"spread {100 * bal.spread():.2f} points"),
+            Check("better worst-scale accuracy than the standard network (mean difference > 0)",
+                  gain.mean > 0, f"{worst}; difference {gain}"),
+            Check("the worst-scale difference's 95% interval excludes 0", gain.excludes_zero,
+                  str(gain), "evidence"),
         ]  # fmt: skip
 
     def detail(self, r: Result) -> str:
@@ -221,7 +254,7 @@ class ScaleBalance(Claim[Settings, Condition, Result]):
             f"{_fmt(means)}); standard accuracy by scale "
             f"{', '.join(f'x{x:g}: {m:.3f}' for x, m in std.mean_acc().items())}; worst-scale "
             f"accuracy per seed balanced {_fmt(bal.worst_acc())} vs standard "
-            f"{_fmt(std.worst_acc())}."
+            f"{_fmt(std.worst_acc())} (difference {r.worst_gain().interval()})."
         )
 
     def numbers(self, r: Result) -> dict[str, float]:
@@ -237,7 +270,35 @@ class ScaleBalance(Claim[Settings, Condition, Result]):
             out.update({f"{name}_acc_x{x:g}": m for x, m in k.mean_acc().items()})
         for name, k in r.kinds.items():
             out[f"{name}_best_scale_acc"] = max(k.mean_acc().values())
+            out[f"{name}_worst_scale_acc"] = float(np.mean(k.worst_acc()))
+        gain = r.worst_gain()
+        out.update(worst_gain=gain.mean, worst_gain_lo=gain.lo, worst_gain_hi=gain.hi)
         return out
+
+    def literature(self, r: Result) -> list[Comparison]:
+        std, bal = r.kinds["standard"], r.kinds["balanced"]
+        return [
+            Comparison(
+                "De & Smith 2020, Batch Normalization Biases Residual Blocks Towards the "
+                "Identity Function in Deep Networks (abstract; NeurIPS 2020)",
+                "a normalised branch is downscaled relative to the skip by a factor of the "
+                "order of the skip's growth (sqrt of the depth): what a block adds shrinks "
+                "as the scale of its input grows",
+                f"standard block: branch/skip ~ scale^{std.ratio_slope:.2f} (1/sigma) over "
+                f"1e-3..1e3, {std.mean_ratio[0]:.3g} -> {std.mean_ratio[-1]:.3g}",
+                bool(abs(std.ratio_slope + 1) < 0.1),
+            ),
+            Comparison(
+                "Brock, De & Smith 2021 (ICLR), Characterizing signal propagation to close the "
+                "performance gap in unnormalized ResNets (NF-ResNet blocks)",
+                "x + alpha f(x / beta) with beta the expected std of x: the branch sees a "
+                "unit-scale input; its output is not rescaled by beta (alpha ~ 0.2)",
+                f"balanced x + sigma F(x / sigma) with per-sample sigma: ratio "
+                f"{bal.mean_ratio[0]:.3g} at every scale, homogeneity error "
+                f"{np.max(bal.homogeneity):.1e}",
+                None,  # another block: beta is a constant and the branch output is not gated
+            ),
+        ]
 
     def notes(self, r: Result) -> list[str]:
         best = {name: max(k.mean_acc().values()) for name, k in r.kinds.items()}

@@ -18,9 +18,17 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from skiplab import _plot
-from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._base import (
+    Check,
+    Claim,
+    Comparison,
+    Figure,
+    Summary,
+    Table,
+    register_claim,
+)
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import clearly_greater, describe
+from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data import Splits, load_mnist, load_mnist1d
 from skiplab.models import create_model
 from skiplab.train import Classification, TrainConfig
@@ -28,6 +36,9 @@ from skiplab.train import Classification, TrainConfig
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 PAIRS = {"plain": ("plain20", "plain56"), "residual": ("resnet20", "resnet56")}
 DATASETS = ("mnist1d", "mnist")
+CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over ten classes
+# The positive control: both 20-layer networks end below half the chance loss, every seed.
+CONTROL_LOSS = 0.5 * CHANCE_LOSS
 CURVES = ("train_loss", "train_acc", "test_loss", "test_acc")
 # "No comparable degradation": the residual depth gap is at most this fraction of the plain
 # one, on the log-loss scale (how many times worse) and on the loss scale (how much worse).
@@ -38,24 +49,26 @@ DEPTH_COLORS = {"20": "#2ca02c", "56": "#d62728"}
 
 @dataclass(frozen=True)
 class Settings:
+    datasets: tuple[str, ...] = ("mnist1d",)  # quick: the 1-D nets (2-D MNIST costs 4x more)
     mnist1d_train: int | None = None  # the canonical MNIST-1D (4,000 / 1,000): all of it
-    mnist1d_epochs: int = 10  # plain-56's gap to plain-20 is clear after 10 epochs
+    mnist1d_epochs: int = 8  # ResNet-56 has caught up with ResNet-20 after 8 epochs, plain-56 not
     mnist_size: int | None = 14  # average-pooled to 14x14: a 2-D net a CPU trains in minutes
     mnist_train: int | None = 4000  # of the 8,000 training images
     mnist_test: int | None = 1000  # of the 2,000 test images
     mnist_epochs: int = 4  # 2-D nets see 4x more pixels per example
+    widths: tuple[int, int, int] = (8, 16, 32)  # half He et al.'s (16, 32, 64): half the cost
     batch_size: int = 128  # He et al. 2015
     lr: float = 0.1  # He et al. 2015 (SGD, momentum 0.9, weight decay 1e-4), one-cycle peak
 
 
 SCALES = {
     "tiny": Settings(
-        mnist1d_train=2000, mnist1d_epochs=6, mnist_size=7, mnist_train=1000, mnist_test=500,
-        mnist_epochs=3,
+        datasets=DATASETS, mnist1d_train=1000, mnist1d_epochs=6, mnist_size=7, mnist_train=500,
+        mnist_test=500, mnist_epochs=2,
     ),
     "quick": Settings(),
-    "full": Settings(mnist1d_epochs=60, mnist_size=None, mnist_train=None, mnist_test=None,
-                     mnist_epochs=30),
+    "full": Settings(datasets=DATASETS, mnist1d_epochs=60, mnist_size=None, mnist_train=None,
+                     mnist_test=None, mnist_epochs=30, widths=(16, 32, 64)),
 }  # fmt: skip
 
 
@@ -75,7 +88,8 @@ def _data(s: Settings, dataset: str) -> tuple[Splits, int]:
 def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
     """Train one network from its seeded init; its final-epoch numbers."""
     splits, dim = _data(s, c.dataset)
-    model = run.build(lambda: create_model(c.model, dim=dim, in_channels=splits.in_channels))
+    kw = {"dim": dim, "in_channels": splits.in_channels, "widths": s.widths}
+    model = run.build(lambda: create_model(c.model, **kw))
     # One optimiser for all four networks; one-cycle so a short budget ends at a small lr.
     epochs = s.mnist1d_epochs if c.dataset == "mnist1d" else s.mnist_epochs
     cfg = TrainConfig(epochs=epochs, batch_size=s.batch_size, lr=s.lr, schedule="onecycle")
@@ -100,7 +114,22 @@ class DatasetResult:
     wall_s: dict[str, list[float]]
     curves: dict[str, list[dict[str, list[float]]]]  # model -> per seed -> metric -> epochs
     setup: str
-    log_gap: dict[str, float]  # plain / residual: mean log10(L_deep / L_shallow)
+
+    @property
+    def gaps(self) -> dict[str, list[float]]:
+        """Per seed, ``log10(L_deep / L_shallow)`` of the plain and of the residual pair."""
+        loss = self.train_loss
+        return {kind: _log_gaps(loss[a], loss[b]) for kind, (a, b) in PAIRS.items()}
+
+    def effects(self) -> dict[str, Stat]:
+        """The plain gap, the residual gap and their paired difference (one seed's four nets
+        share its data order), each with a 95% t-interval over seeds."""
+        g = self.gaps
+        return {
+            "plain": describe(g["plain"]),
+            "residual": describe(g["residual"]),
+            "difference": difference(g["plain"], g["residual"], paired=True),
+        }
 
 
 @dataclass
@@ -121,26 +150,29 @@ class Degradation(Claim[Settings, Condition, Result]):
     )
     method = (
         "Plain-20, plain-56, ResNet-20 and ResNet-56 (He et al. 2015 CIFAR design, option-A "
-        "shortcuts, BatchNorm) as 1-D nets on MNIST-1D and 2-D nets on MNIST (in_channels 1), "
+        "shortcuts, BatchNorm; half its widths, 8/16/32 channels, below full scale) as 1-D nets "
+        "on MNIST-1D and 2-D nets on MNIST (in_channels 1), "
         "each trained from its own seeded init with the same optimiser and budget (SGD momentum "
         "0.9, weight decay 1e-4, one-cycle learning rate peaking at 0.1, batch 128). Quick: "
-        "MNIST-1D 4,000/1,000 examples for 10 epochs; MNIST average-pooled to 14x14, "
-        "4,000/1,000 examples for 4 epochs; 3 seeds. Full: MNIST-1D 4,000/1,000 for 60 "
-        "epochs; MNIST 28x28 8,000/2,000 for 30 epochs; 5 seeds. The final-epoch training loss "
-        "(mean over the epoch's batches) is compared; test accuracy is reported beside it."
+        "MNIST-1D 4,000/1,000 examples for 8 epochs, 5 seeds (the 2-D nets cost four times "
+        "as much and run at full scale only). Full: MNIST-1D 4,000/1,000 for 60 epochs and "
+        "MNIST 28x28 8,000/2,000 for 30 epochs, widths 16/32/64; 5 seeds. The final-epoch "
+        "training loss (mean over the epoch's batches) is compared; test accuracy is reported "
+        "beside it."
     )
     criterion = (
-        "Per dataset, with L_m the final training loss of model m per seed: (a) plain "
-        "degradation beyond the seed spread: every seed's plain-56 loss exceeds every seed's "
-        "plain-20 loss; (b) no comparable residual degradation: with per-seed gaps "
-        "g_plain = log10(L_plain56 / L_plain20) and g_res = log10(L_resnet56 / L_resnet20), "
-        "every g_res is below every g_plain, mean g_res <= 0.5 * mean g_plain (at most half as "
-        "many times worse), and mean (L_resnet56 - L_resnet20) <= 0.1 * mean (L_plain56 - "
-        "L_plain20) (at most a tenth as much worse). A small positive residual gap is allowed: "
-        "at a short budget the deeper ResNet can still lag. Holds when (a) and (b) hold on both "
-        "datasets. Fails on a dataset when plain-56's mean loss is not above plain-20's, or (a) "
-        "holds but (b) does not; inconclusive when plain-56 is worse on average but within the "
-        "seed spread. Overall: fails if any dataset fails, holds if all hold, else inconclusive."
+        "Per dataset, with L_m the final training loss of model m and per-seed gaps g_plain = "
+        "log10(L_plain56 / L_plain20), g_res = log10(L_resnet56 / L_resnet20), each with a 95% "
+        "t-interval over seeds (the difference g_plain - g_res paired by seed). Positive "
+        "control: every seed's plain-20 and ResNet-20 end below half the chance loss ln 10 "
+        "(else inconclusive: the budget cannot decide). (a) Plain degradation: mean g_plain > 0 "
+        "(else fails) with an interval that excludes 0 (else inconclusive). (b) No comparable "
+        "residual degradation: mean (g_plain - g_res) > 0, mean g_res <= 0.5 * mean g_plain "
+        "(at most half as many decades worse) and mean (L_resnet56 - L_resnet20) <= 0.1 * mean "
+        "(L_plain56 - L_plain20) (at most a tenth as much worse), else fails; the interval of "
+        "g_plain - g_res must exclude 0, else inconclusive. A small positive residual gap is "
+        "allowed: at a short budget the deeper ResNet can still lag. Holds when (a) and (b) "
+        "hold on every dataset run; fails if any dataset fails; else inconclusive."
     )
     math = (
         "He et al. 2015's argument: a deeper plain net contains the shallower one plus extra "
@@ -158,12 +190,13 @@ class Degradation(Claim[Settings, Condition, Result]):
         "He et al. 2015, Deep Residual Learning for Image Recognition (Fig. 1, 4, Table 6)",
         "Greydanus & Kobak 2024, Scaling down deep learning with MNIST-1D",
     )
-    default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    version = 2  # v2: quick trains half-width nets on MNIST-1D only; control and intervals
+    default_seeds = {"tiny": 1, "quick": 5, "full": 5}  # 3 seeds left the t-interval wide
     scales = SCALES
     measure = staticmethod(measure)
 
     def conditions(self, s: Settings) -> list[Condition]:
-        return [Condition(d, m) for d in DATASETS for m in MODELS]
+        return [Condition(d, m) for d in s.datasets for m in MODELS]
 
     def cost(self, s: Settings, c: Condition) -> float:
         depth = int(c.model[-2:])
@@ -175,7 +208,7 @@ class Degradation(Claim[Settings, Condition, Result]):
     def summarize(self, s: Settings, runs: Runs[Condition]) -> Result:
         datasets = {}
         diverged = []
-        for dataset in DATASETS:
+        for dataset in s.datasets:
             by = runs.where(dataset=dataset)
             for r in by:
                 if r.diverged:
@@ -191,15 +224,23 @@ class Degradation(Claim[Settings, Condition, Result]):
                     m: [{k: r.curve(k) for k in CURVES} for r in by.where(model=m)] for m in MODELS
                 },
                 setup=f"{first.get('data')}, {first.get('epochs')} epochs, batch {s.batch_size}",
-                log_gap={
-                    kind: float(np.mean(_log_gaps(loss[a], loss[b])))
-                    for kind, (a, b) in PAIRS.items()
-                },
             )
         return Result(datasets, runs.seeds, diverged)
 
     def checks(self, r: Result) -> list[Check]:
-        return [c for dataset in DATASETS for c in _dataset_checks(dataset, r.datasets[dataset])]
+        return [c for dataset, d in r.datasets.items() for c in _dataset_checks(dataset, d)]
+
+    def detail(self, r: Result) -> str:
+        parts = []
+        for name, d in r.datasets.items():
+            e, loss = d.effects(), d.train_loss
+            means = ", ".join(f"{m} {_mean(loss[m]):.3g}" for m in MODELS)
+            parts.append(
+                f"{name}: final training loss {means}; log10 gap plain {e['plain'].interval()}, "
+                f"residual {e['residual'].interval()}, difference {e['difference'].interval()} "
+                f"(95% intervals over {e['plain'].n} seeds)"
+            )
+        return "; ".join(parts) + "."
 
     def numbers(self, r: Result) -> dict[str, float]:
         out = {}
@@ -207,13 +248,49 @@ class Degradation(Claim[Settings, Condition, Result]):
             for model in MODELS:
                 out[f"{dataset}_{model}_train_loss"] = _mean(d.train_loss[model])
                 out[f"{dataset}_{model}_test_acc"] = _mean(d.test_acc[model])
-            for kind, gap in d.log_gap.items():
-                out[f"{dataset}_{kind}_log_gap"] = gap
+            for kind, stat in d.effects().items():
+                name = "gap_difference" if kind == "difference" else f"{kind}_log_gap"
+                out.update({f"{dataset}_{name}": stat.mean, f"{dataset}_{name}_lo": stat.lo,
+                            f"{dataset}_{name}_hi": stat.hi})  # fmt: skip
         return out
 
     def notes(self, r: Result) -> list[str]:
-        return [f"{d}: {r.datasets[d].setup}." for d in DATASETS] + [
-            f"diverged: {msg}" for msg in r.diverged
+        notes = [f"{d}: {r.datasets[d].setup}." for d in r.datasets]
+        if "mnist" not in r.datasets:
+            notes.append(
+                "Quick scale trains the 1-D nets on MNIST-1D only; the 2-D nets on MNIST (four "
+                "times the compute per run) are part of the full scale."
+            )
+        return notes + [f"diverged: {msg}" for msg in r.diverged]
+
+    def literature(self, r: Result) -> list[Comparison]:
+        name, d = next(iter(r.datasets.items()))
+        e, loss, acc = d.effects(), d.train_loss, d.test_acc
+        setup = f"{name}, {d.setup}"
+        return [
+            Comparison(
+                "He et al. 2015, Fig. 1 and Fig. 6 (left), CIFAR-10",
+                'plain-56 has higher training error than plain-20 ("the deep plain nets suffer '
+                'from increased depth, and exhibit higher training error when going deeper")',
+                f"plain-56 final training loss {_mean(loss['plain56']):.3g} vs plain-20 "
+                f"{_mean(loss['plain20']):.3g}: log10 gap {e['plain'].interval()} ({setup})",
+                _agrees(e["plain"]),
+            ),
+            Comparison(
+                "He et al. 2015, Fig. 6 (middle), CIFAR-10",
+                'ResNets "overcome the optimization difficulty": ResNet-56 trains at least as '
+                "well as ResNet-20",
+                f"ResNet log10 gap {e['residual'].interval()} vs plain {e['plain'].interval()}; "
+                f"plain minus residual {e['difference'].interval()}",
+                _agrees(e["difference"]),
+            ),
+            Comparison(
+                "He et al. 2015, Table 6, CIFAR-10 test error",
+                "ResNet-20 8.75%, ResNet-56 6.97% (64k iterations, augmentation)",
+                f"ResNet-20 {100 * (1 - _mean(acc['resnet20'])):.2f}%, ResNet-56 "
+                f"{100 * (1 - _mean(acc['resnet56'])):.2f}% test error",
+                None,  # another dataset and a budget of a few hundred steps: not comparable
+            ),
         ]
 
     def tables(self, r: Result) -> list[Table]:
@@ -233,7 +310,14 @@ class Degradation(Claim[Settings, Condition, Result]):
             "train loss: mean over the last epoch's batches (train-mode BN); test accuracy "
             "of the final weights.",
         )
-        return [per_run, _summary_table(r.datasets)]
+        gaps = Table(
+            "Depth gaps in decades of training loss (mean [95% t-interval] over seeds)",
+            ["dataset", "g_plain = log10(L56 / L20)", "g_res", "g_plain - g_res (paired)"],
+            [[name, *(d.effects()[k].interval() for k in ("plain", "residual", "difference"))]
+             for name, d in r.datasets.items()],
+            "the claim: g_plain > 0 and g_plain - g_res > 0, each interval excluding 0.",
+        )  # fmt: skip
+        return [per_run, _summary_table(r.datasets), gaps]
 
     def figures(self, r: Result, outdir: Path) -> list[Figure]:
         out: list[Figure] = []
@@ -241,8 +325,8 @@ class Degradation(Claim[Settings, Condition, Result]):
             ("error", "error_curves.png", "error (%)", False),
             ("loss", "loss_curves.png", "cross-entropy loss", True),
         ):
-            fig, axes = _plot.subplots(len(DATASETS), 2, width=4.6, height=3.4, sharey="row")
-            for row, dataset in enumerate(DATASETS):
+            fig, axes = _plot.subplots(len(r.datasets), 2, width=4.6, height=3.4, sharey="row")
+            for row, dataset in enumerate(r.datasets):
                 curves = r.datasets[dataset].curves
                 for col, (kind, pair) in enumerate(PAIRS.items()):
                     _curve_panel(axes[row][col], curves, kind, pair, metric, log)
@@ -311,45 +395,59 @@ def _log_gaps(shallow: list[float], deep: list[float]) -> list[float]:
 
 
 def _dataset_checks(dataset: str, d: DatasetResult) -> list[Check]:
-    """The criterion on one dataset's final losses."""
+    """The criterion on one dataset's final losses (see ``Degradation.criterion``)."""
     loss, acc = d.train_loss, d.test_acc
     if not all(math.isfinite(v) for vals in loss.values() for v in vals):
         return [Check(f"{dataset}: every run trained without diverging", False, kind="evidence")]
-    g_plain = _log_gaps(loss["plain20"], loss["plain56"])
-    g_res = _log_gaps(loss["resnet20"], loss["resnet56"])
+    shallow = f"plain-20 {_fmt(loss['plain20'])}, ResNet-20 {_fmt(loss['resnet20'])}"
+    control = Check(
+        f"{dataset}: the 20-layer networks train (every seed below {CONTROL_LOSS:.3g}, half the "
+        "chance loss ln 10)",
+        max(loss["plain20"] + loss["resnet20"]) < CONTROL_LOSS,
+        f"final training loss {shallow}",
+        "control",
+    )
+    e = d.effects()
+    g_plain, g_res = e["plain"].mean, e["residual"].mean
     d_plain = float(np.mean(loss["plain56"])) - float(np.mean(loss["plain20"]))
     d_res = float(np.mean(loss["resnet56"])) - float(np.mean(loss["resnet20"]))
     text = (
         "train loss "
         + ", ".join(f"{m} {describe(loss[m]).mean:.3g}±{describe(loss[m]).std:.1g}" for m in MODELS)
-        + f"; log10 gap plain {np.mean(g_plain):.2f} vs residual {np.mean(g_res):.2f}; "
+        + f"; log10 gap plain {e['plain'].interval()} vs residual {e['residual'].interval()}; "
         f"loss gap plain {d_plain:.3g} vs residual {d_res:.3g}; test acc "
         + ", ".join(f"{m} {100 * np.mean(acc[m]):.1f}%" for m in MODELS)
     )
+    interval = f"{dataset}: the 95% interval of"
     checks = [
-        Check(f"{dataset}: plain-56 trains worse than plain-20 on average", d_plain > 0, text)
-    ]
-    if d_plain <= 0:
+        control,
+        Check(f"{dataset}: plain-56 trains worse than plain-20 (mean log10 gap > 0)", g_plain > 0,
+              text),
+        Check(f"{interval} the plain gap excludes 0", e["plain"].excludes_zero,
+              f"g_plain {e['plain']}", "evidence"),
+    ]  # fmt: skip
+    if g_plain <= 0:
         return checks
-    plain_clear = clearly_greater(loss["plain56"], loss["plain20"])
-    checks.append(
-        Check(
-            f"{dataset}: plain-56 worse than plain-20 beyond the seed spread",
-            plain_clear,
-            text,
-            kind="evidence",
-        )
-    )
-    if plain_clear:
-        residual_small = (
-            clearly_greater(g_plain, g_res)
-            and float(np.mean(g_res)) <= LOG_FRACTION * float(np.mean(g_plain))
-            and d_res <= LINEAR_FRACTION * d_plain
-        )
-        checks.append(
-            Check(f"{dataset}: ResNet-56 degrades far less than plain-56", residual_small, text)
-        )
-    return checks
+    far_less = e["difference"].mean > 0 and g_res <= LOG_FRACTION * g_plain
+    far_less = far_less and d_res <= LINEAR_FRACTION * d_plain
+    return [
+        *checks,
+        Check(f"{dataset}: ResNet-56 degrades far less than plain-56", far_less, text),
+        Check(f"{interval} g_plain - g_res excludes 0", e["difference"].excludes_zero,
+              f"g_plain - g_res {e['difference']}", "evidence"),
+    ]  # fmt: skip
+
+
+def _agrees(effect: Stat) -> bool | None:
+    """The published direction (a positive effect) seen (True), reversed (False), or neither
+    beyond the seed spread (None)."""
+    if not math.isfinite(effect.mean) or not effect.excludes_zero:
+        return None
+    return effect.mean > 0
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.3g}" for v in values)
 
 
 def _summary_table(datasets: dict[str, DatasetResult]) -> Table:

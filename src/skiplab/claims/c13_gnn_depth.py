@@ -239,7 +239,7 @@ class GNNDepth(Claim[Settings, Condition, Result]):
         "Table 2",
         "Cai & Wang 2020, A Note on Over-Smoothing for Graph Neural Networks",
     )
-    version = 2  # early stopping, two depths, no separate baseline study, any graph file
+    version = 3  # v2: early stopping, two depths, any graph file; v3: sparse input dropout
     default_seeds = {"tiny": 1, "quick": 3, "full": 10}
     scales = SCALES
     measure = staticmethod(measure)

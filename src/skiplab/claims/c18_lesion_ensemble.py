@@ -17,8 +17,17 @@ import numpy as np
 import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import Check, Claim, Figure, Summary, Table, register_claim
+from skiplab.claims._base import (
+    Check,
+    Claim,
+    Comparison,
+    Figure,
+    Summary,
+    Table,
+    register_claim,
+)
 from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data import get_dataset
 from skiplab.diagnostics import (
     LesionResult,
@@ -34,6 +43,7 @@ COLORS = {"residual": _plot.RESIDUAL, "plain": _plot.PLAIN}
 CHANCE = 0.1  # ten classes
 RESIDUAL_KEEPS = 0.75  # residual: median single deletion keeps >= 75% of above-chance accuracy
 PLAIN_LOSES = 0.5  # plain: median single deletion keeps <= 50% of it
+CONTROL_ACC = 0.5  # the positive control: both intact nets beat chance by 40 points, every seed
 
 
 def retained(acc: float, base: float) -> float:
@@ -43,7 +53,8 @@ def retained(acc: float, base: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    depth: int = 32  # 15 blocks, 2^15 paths: one deletion removes a small part of the ensemble
+    depth: int = 26  # 12 blocks, 2^12 paths: one deletion removes a small part of the ensemble
+    # (depth 32, 15 blocks, retains as much, 0.92 vs 0.90 over 3 seeds, at 1.3x the cost)
     epochs: int = 8  # both nets learn MNIST-1D well above chance
     n_train: int | None = None  # MNIST-1D's whole training split (4,000)
     n_test: int | None = None  # the lesions are scored on the whole test split (1,000)
@@ -126,6 +137,15 @@ class Result(Summary):
     def bases(self, kind: str) -> list[float]:
         return [les.base for les in self.lesions[kind]]
 
+    def retained(self, kind: str) -> Stat:
+        """The median retained accuracy over seeds, with its 95% t-interval."""
+        return describe(self.medians(kind))
+
+    def gain(self) -> Stat:
+        """ResNet minus plain median retained accuracy, paired by seed (a seed gives both nets
+        the same initial weights and batches), with its 95% t-interval."""
+        return difference(self.medians("residual"), self.medians("plain"), paired=True)
+
 
 @register_claim
 class LesionEnsemble(Claim[Settings, Condition, Result]):
@@ -138,7 +158,7 @@ class LesionEnsemble(Claim[Settings, Condition, Result]):
         "network breaks it."
     )
     method = (
-        "A 1-D ResNet and its plain twin (depth 32 at quick scale, 15 blocks; 110 at full) "
+        "A 1-D ResNet and its plain twin (depth 26 at quick scale, 12 blocks; 110 at full) "
         "trained on MNIST-1D under the same budget. Test accuracy after deleting each block "
         "(residual: branch removed, shortcut kept; plain: the layer replaced by the identity, "
         "downsampling layers excluded since they cannot be) and after deleting k random blocks. "
@@ -146,10 +166,13 @@ class LesionEnsemble(Claim[Settings, Condition, Result]):
         "along paths of each length (Veit et al. section 4.2), on the trained ResNet."
     )
     criterion = (
-        "With retained = (lesioned acc - 0.1) / (intact acc - 0.1): holds when, for every seed, "
-        "the median retained accuracy over single-block deletions is >= 0.75 for the ResNet and "
-        "<= 0.5 for the plain twin; fails when the ResNet's median retained accuracy is not above "
-        "the plain twin's on average; inconclusive otherwise."
+        "With retained = (lesioned acc - 0.1) / (intact acc - 0.1) and, per seed, its median "
+        "over single-block deletions. Positive control: both intact nets reach test accuracy "
+        ">= 0.5 for every seed (else inconclusive: the budget cannot decide). Fails when the "
+        "ResNet's median retained accuracy is not above the plain twin's on average (the "
+        "per-seed difference, paired by seed); holds when that difference's 95% t-interval "
+        "excludes 0, the ResNet's retained accuracy has a 95% interval at or above 0.75 and "
+        "the plain twin's at or below 0.5; inconclusive otherwise."
     )
     math = (
         "n blocks -> 2^n paths, C(n, k) of length k; deleting block i removes the 2^(n-1) paths "
@@ -160,7 +183,7 @@ class LesionEnsemble(Claim[Settings, Condition, Result]):
         "Veit, Wilber & Belongie 2016, Residual Networks Behave Like Ensembles of Relatively "
         "Shallow Networks",
     )
-    default_seeds = {"tiny": 1, "quick": 3, "full": 5}
+    default_seeds = {"tiny": 3, "quick": 5, "full": 5}
     scales = SCALES
     measure = staticmethod(measure)
 
@@ -177,14 +200,34 @@ class LesionEnsemble(Claim[Settings, Condition, Result]):
         return Result(s.depth, s.epochs, runs.seeds, lesions, paths, diverged)
 
     def checks(self, r: Result) -> list[Check]:
-        res, plain = r.medians("residual"), r.medians("plain")
-        text = f"median retained: ResNet {_fmt(res)}, plain {_fmt(plain)}"
         if r.diverged:
             return [Check("every run trained without diverging", False, "; ".join(r.diverged), "evidence")]  # fmt: skip
-        less = Check("one deletion hurts the ResNet less than the plain twin on average", np.mean(res) > np.mean(plain), text)  # fmt: skip
-        keeps = Check(f"the ResNet keeps >= {RESIDUAL_KEEPS} after one deletion, every seed", min(res) >= RESIDUAL_KEEPS, text, "evidence")  # fmt: skip
-        loses = Check(f"the plain twin keeps <= {PLAIN_LOSES} after one deletion, every seed", max(plain) <= PLAIN_LOSES, text, "evidence")  # fmt: skip
-        return [less, keeps, loses]
+        intact = r.bases("residual") + r.bases("plain")
+        res, plain, gain = r.retained("residual"), r.retained("plain"), r.gain()
+        medians = f"ResNet {_fmt(r.medians('residual'))}, plain {_fmt(r.medians('plain'))}"
+        control = Check(
+            f"both intact nets are accurate (every seed >= {CONTROL_ACC}, chance {CHANCE})",
+            min(intact) >= CONTROL_ACC,
+            f"intact test accuracy ResNet {_fmt(r.bases('residual'))}, plain "
+            f"{_fmt(r.bases('plain'))}",
+            "control",
+        )
+        less = Check(
+            "one deletion hurts the ResNet less than the plain twin on average",
+            gain.mean > 0,
+            f"median retained {medians}; ResNet - plain {gain}",
+        )
+        where = "after one deletion (95% interval)"
+        return [
+            control,
+            less,
+            Check("the 95% interval of ResNet - plain retained excludes 0", gain.excludes_zero,
+                  str(gain), "evidence"),
+            Check(f"the ResNet keeps >= {RESIDUAL_KEEPS} {where}", res.lo >= RESIDUAL_KEEPS,
+                  f"ResNet {res}", "evidence"),
+            Check(f"the plain twin keeps <= {PLAIN_LOSES} {where}", plain.hi <= PLAIN_LOSES,
+                  f"plain {plain}", "evidence"),
+        ]  # fmt: skip
 
     def detail(self, r: Result) -> str:
         n = self.numbers(r)
@@ -204,7 +247,54 @@ class LesionEnsemble(Claim[Settings, Condition, Result]):
             out[f"{kind}_worst_retained"] = float(np.mean([min(_retained(les)) for les in runs]))
         out["gradient_mean_path_length"] = float(np.mean([p.gradient_mean_length for p in r.paths]))
         out["paths_mean_length"] = float(np.mean([p.mean_length for p in r.paths]))
+        gain = r.gain()
+        out.update(retained_gain=gain.mean, retained_gain_lo=gain.lo, retained_gain_hi=gain.hi)
         return out
+
+    def literature(self, r: Result) -> list[Comparison]:
+        res, plain, n = r.retained("residual"), r.retained("plain"), self.numbers(r)
+        worst = n["residual_worst_retained"]
+        many = _random_lesions(r.lesions["residual"])
+        harmful = [min(les.single, key=les.single.__getitem__) for les in r.lesions["residual"]]
+        # the plain twin cannot delete its downsampling blocks: their names
+        down = sorted({b for les in r.lesions["plain"] for b in les.not_deletable}, key=_index)
+        return [
+            Comparison(
+                "Veit et al. 2016, Sec. 4.1 and Fig. 3(a): ResNet-110 (54 blocks), CIFAR-10",
+                'deleting one block: "removing downsampling blocks does have a modest impact '
+                'on performance, but no other block removal leads to a noticeable change"',
+                f"depth {r.depth} ({(r.depth - 2) // 2} blocks), MNIST-1D: median retained "
+                f"accuracy {res.interval()}, worst single deletion {worst:.3f} (mean over seeds)",
+                _agrees(res.lo >= RESIDUAL_KEEPS, res.hi < RESIDUAL_KEEPS),
+            ),
+            Comparison(
+                "Veit et al. 2016, Sec. 4.1 and Fig. 3(a): which deletions hurt",
+                "only removing a downsampling block has a (modest) impact",
+                f"most harmful single deletion per seed: {', '.join(harmful)} (downsampling "
+                f"blocks: {', '.join(down) or 'none'})",
+                all(name in down for name in harmful) if down else None,
+            ),
+            Comparison(
+                "Veit et al. 2016, Sec. 4.1 and Fig. 3(a): VGG (plain), CIFAR-10",
+                "deleting any single layer of the plain network makes its performance drop sharply",
+                f"plain twin: median retained accuracy {plain.interval()}",
+                _agrees(plain.hi <= PLAIN_LOSES, plain.lo > PLAIN_LOSES),
+            ),
+            Comparison(
+                "Veit et al. 2016, Sec. 4.2 and Fig. 5(a): deleting many blocks",
+                "error grows smoothly with the number of deleted blocks (no sudden collapse)",
+                f"ResNet test accuracy after deleting k random blocks: {many}",
+                None,  # 54 blocks on CIFAR-10 there, a few here: the k are not comparable
+            ),
+            Comparison(
+                "Veit et al. 2016, abstract (ResNet-110)",
+                "most of the gradient comes from paths of 10-34 layers, far shorter than the "
+                "network (the mean path is half its blocks)",
+                f"gradient-weighted mean path length {n['gradient_mean_path_length']:.2f} "
+                f"blocks vs mean path length {n['paths_mean_length']:.2f}",
+                n["gradient_mean_path_length"] < n["paths_mean_length"],
+            ),
+        ]
 
     def tables(self, r: Result) -> list[Table]:
         rows: list[list[Any]] = []
@@ -233,7 +323,7 @@ class LesionEnsemble(Claim[Settings, Condition, Result]):
         for kind in KINDS:
             for i, les in enumerate(r.lesions[kind]):
                 # order blocks by their index in the stage list, not as strings ("blocks.10")
-                pts = sorted((int(n.rsplit(".", 1)[-1]), a) for n, a in les.single.items())
+                pts = sorted((_index(n), a) for n, a in les.single.items())
                 ax.plot(*zip(*pts), "o-", color=COLORS[kind], ms=3, alpha=0.8,
                         label=kind if i == 0 else None)  # fmt: skip
                 ax.axhline(les.base, color=COLORS[kind], ls=":", lw=1)
@@ -288,6 +378,22 @@ def _retained(les: LesionResult) -> list[float]:
 
 def _median_retained(les: LesionResult) -> float:
     return statistics.median(_retained(les))
+
+
+def _random_lesions(runs: list[LesionResult]) -> str:
+    """Mean test accuracy (over seeds and draws) after deleting k random blocks, per k."""
+    ks = sorted({k for les in runs for k in les.random})
+    means = {k: np.mean([a for les in runs for a in les.random.get(k, [])]) for k in ks}
+    return ", ".join(f"k={k}: {m:.3f}" for k, m in means.items()) or "none"
+
+
+def _index(block: str) -> int:
+    """The position of ``"blocks.10"`` in the stage list (not its place as a string)."""
+    return int(block.rsplit(".", 1)[-1])
+
+
+def _agrees(seen: bool, reversed_: bool) -> bool | None:
+    return True if seen else False if reversed_ else None
 
 
 def _fmt(values: list[float]) -> str:
