@@ -600,12 +600,15 @@ def _failure_panel(ax: Any, nets: list[NetResult]) -> None:
         labels.append(f"{net.label.split('-')[0]}\nlr {lr:g}")
         for i, init in enumerate(INITS):
             rs = net.select(lr, init)
-            frac = np.mean([x.failed for x in rs]) if rs else 0.0
-            ax.bar(k + (i - 0.5) * width, frac, width, color=COLORS[init],
-                   label=init if k == 0 else None)  # fmt: skip
+            failed = sum(x.failed for x in rs)
+            frac = failed / len(rs) if rs else 0.0
+            x = k + (i - 0.5) * width
+            ax.bar(x, frac, width, color=COLORS[init], label=init if k == 0 else None)
+            # the count on every bar, so a rate of 0 reads as measured, not as missing
+            ax.text(x, frac + 0.01, f"{failed}/{len(rs)}", ha="center", va="bottom", fontsize=6)
     if not any(r.failed for n in nets for r in n.runs):
         ax.text(0.5, 0.5, "no run failed", transform=ax.transAxes, ha="center")
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set(title="runs that failed (diverged or >= ln 10)", ylabel="failed / runs",
-           ylim=(0, 1.05))  # fmt: skip
+           ylim=(0, 1.12))  # fmt: skip
     ax.legend()
