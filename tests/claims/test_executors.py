@@ -1,7 +1,6 @@
 """Executors: serial, a local process pool and Ray give the same numbers; workers that die are
 replaced and their runs retried; only the driver writes the store; bad options are one line."""
 
-import dataclasses
 import os
 import signal
 import sys
@@ -10,8 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import toy_claim
-from toy_claim import Settings, ToyClaim
 
 from skiplab.claims import (
     ExecutorError,
@@ -21,21 +18,8 @@ from skiplab.claims import (
     reproduce,
     select_claims,
 )
-from skiplab.claims._base import _CLAIMS
 from skiplab.cli import main
 from skiplab.store import Store
-
-
-@pytest.fixture
-def toy(monkeypatch):
-    monkeypatch.setitem(_CLAIMS, "X01", ToyClaim)
-
-    def with_settings(**changes):
-        scales = dict(toy_claim.SCALES, tiny=dataclasses.replace(Settings(), **changes))
-        monkeypatch.setattr(ToyClaim, "scales", scales)
-        return ToyClaim()
-
-    return with_settings
 
 
 def _results(store, claim_id):
@@ -86,14 +70,15 @@ def test_only_the_driver_writes_and_workers_run_single_threaded(toy, tmp_path):
         assert {r.config["threads"] for r in store.runs(claim="X01")} == {1}
 
 
-def _kill_first_run(pid_dir: Path, timeout: float = 120.0) -> threading.Thread:
-    """Kill (SIGKILL) the process of the first run that writes its pid into ``pid_dir``."""
+def _kill_first_run(pid_dir: Path, busy: int = 1, timeout: float = 120.0) -> threading.Thread:
+    """Kill (SIGKILL) the process of the first run that writes its pid into ``pid_dir``, once
+    ``busy`` runs have started (so the other workers have a run in flight)."""
 
     def kill():
         deadline = time.time() + timeout
         while time.time() < deadline:
-            pids = sorted(pid_dir.glob("*.pid"))
-            if pids:
+            pids = sorted(pid_dir.glob("*.pid"), key=lambda p: p.stat().st_mtime)
+            if len(pids) >= busy:
                 os.kill(int(pids[0].read_text()), signal.SIGKILL)
                 return
             time.sleep(0.05)
@@ -115,7 +100,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_duplicated(engine, toy, tmp_
         executor = RayExecutor()
     else:
         executor = LocalExecutor(2)
-    killer = _kill_first_run(pid_dir)
+    killer = _kill_first_run(pid_dir, busy=2)  # both workers busy: one dies, one goes on
     with Store(tmp_path / "s.sqlite") as store:
         (out,) = reproduce([claim], scale="tiny", store=store, workdir=tmp_path / "w",
                            executor=executor)  # fmt: skip
@@ -125,7 +110,8 @@ def test_a_killed_worker_is_replaced_and_nothing_is_duplicated(engine, toy, tmp_
         assert len(runs) == 4 and len({r.key for r in runs}) == 4  # each run stored once
         assert all(r.status == "completed" for r in runs)
     started = {p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in pid_dir.glob("*.pid")}
-    assert len(list(pid_dir.glob("*.pid"))) == 5 and len(started) == 4  # one run ran twice
+    # only the killed run ran twice: the other worker's run in flight was not lost
+    assert len(list(pid_dir.glob("*.pid"))) == 5 and len(started) == 4
 
 
 @pytest.mark.parametrize(

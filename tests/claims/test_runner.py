@@ -25,21 +25,7 @@ from skiplab.claims import (
     run_key,
     select_claims,
 )
-from skiplab.claims._base import _CLAIMS
 from skiplab.store import Store
-
-
-@pytest.fixture
-def toy(monkeypatch):
-    """The toy claim in the catalogue for one test; its tiny settings can be replaced."""
-    monkeypatch.setitem(_CLAIMS, "X01", ToyClaim)
-
-    def with_settings(**changes):
-        scales = dict(toy_claim.SCALES, tiny=dataclasses.replace(Settings(), **changes))
-        monkeypatch.setattr(ToyClaim, "scales", scales)
-        return ToyClaim()
-
-    return with_settings
 
 
 def _reproduce(store, tmp_path, claim, **kw):

@@ -15,15 +15,16 @@ does), so workers need no shared filesystem and a worker that dies loses only it
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import socket
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 from skiplab.claims._runner import RunOutcome, RunSpec, execute
@@ -86,14 +87,61 @@ class SerialExecutor(Executor):
             yield execute(spec)
 
 
-def _init_worker(gpus: Any) -> None:
-    """Pool-worker start-up: claim one GPU (CUDA pools) before CUDA is initialised."""
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+def _serve(conn: Any, gpu: str | None) -> None:
+    """A local worker: claim its GPU before CUDA starts, then run specs until told to stop."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):  # the driver has gone
+            return
+        if spec is None:
+            return
+        conn.send(execute(spec))
+
+
+class _Worker:
+    """One worker process, the pipe to it, and the spec it is running (``None``: idle)."""
+
+    def __init__(self, ctx: Any, gpu: str | None) -> None:
+        self.gpu = gpu
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, gpu), daemon=True)
+        self.proc.start()
+        child.close()
+        self.spec: RunSpec | None = None
+
+    def give(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.conn.send(spec)
+
+    def collect(self) -> RunOutcome | None:
+        """Its finished run's outcome, or ``None`` when the process died (its run is lost)."""
+        try:
+            out: RunOutcome = self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(5)
+            return None
+        self.spec = None
+        return out
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # a worker that died cannot be told
+            self.conn.send(None)
+        self.proc.join(5 if self.spec is None else 0)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
 
 
 class LocalExecutor(Executor):
     """A pool of worker processes on this machine.
+
+    Each worker is a process with a pipe of its own, so a worker that dies (SIGKILL, out of
+    memory) loses only the run it was doing: that run is retried on a fresh worker while the
+    others go on.
 
     Args:
         workers: pool size (default: one per core on the CPU, one per GPU on CUDA).
@@ -105,6 +153,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int | None = None, device: str = "cpu", retries: int = 2) -> None:
         self.cuda = device.startswith("cuda")
+        self.gpu_ids: list[str] = []
         if self.cuda:
             import torch
 
@@ -122,50 +171,40 @@ class LocalExecutor(Executor):
             raise ExecutorError(f"--workers must be >= 1, got {self.workers}")
         self.retries = retries
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
         # spawn, not fork: a forked child of a process that has started torch's thread pools
         # (or CUDA) can deadlock.
         ctx = mp.get_context("spawn")
-        gpus = None
-        if self.cuda:
-            gpus = ctx.Manager().Queue()
-            for i in self.gpu_ids[: self.workers]:
-                gpus.put(i)
-        return ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(gpus,)
-        )
-
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
-        todo = list(specs)  # longest first: the pool takes submissions in order
+        todo = deque(specs)  # longest first: idle workers take the front
         attempts: dict[str, int] = {}
-        while todo:
-            pool = self._pool()
-            futures: dict[Future[RunOutcome], RunSpec] = {}
-            try:
-                for spec in todo:
-                    futures[pool.submit(execute, spec)] = spec
-                todo = []
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    broken = []
-                    for fut in done:
-                        spec = futures[fut]
-                        try:
-                            yield fut.result()
-                        except BrokenProcessPool:
-                            broken.append(spec)
-                    if broken:  # a worker died: every unfinished run goes to a fresh pool
-                        lost = broken + [futures[f] for f in pending]
-                        for spec in lost:
-                            attempts[spec.key] = attempts.get(spec.key, 0) + 1
-                        todo = [s for s in lost if attempts[s.key] <= self.retries]
-                        for spec in lost:
-                            if attempts[spec.key] > self.retries:
-                                yield _failed(spec, "its worker process died on every attempt")
-                        break
-            finally:
-                pool.shutdown(wait=not todo, cancel_futures=True)
+        slots = self.gpu_ids[: self.workers] if self.cuda else [None] * self.workers
+        pool = [_Worker(ctx, gpu) for gpu in slots[: max(1, min(len(slots), len(todo)))]]
+        try:
+            while todo or any(w.spec is not None for w in pool):
+                for w in pool:
+                    if w.spec is None and todo:
+                        w.give(todo.popleft())
+                busy = [w for w in pool if w.spec is not None]
+                mp_wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
+                for i, w in enumerate(pool):
+                    if w.spec is None or not (w.conn.poll() or not w.proc.is_alive()):
+                        continue
+                    spec = w.spec
+                    out = w.collect()
+                    if out is not None:
+                        yield out
+                        continue
+                    attempts[spec.key] = attempts.get(spec.key, 0) + 1
+                    if attempts[spec.key] > self.retries:
+                        yield _failed(spec, "its worker process died on every attempt")
+                    else:
+                        todo.appendleft(spec)
+                    w.spec = None
+                    w.stop()
+                    pool[i] = _Worker(ctx, w.gpu)
+        finally:
+            for w in pool:
+                w.stop()
 
 
 def _visible_gpus(count: int) -> list[str]:

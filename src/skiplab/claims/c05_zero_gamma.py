@@ -23,15 +23,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Check,
-    Claim,
-    Comparison,
-    Figure,
-    Summary,
-    Table,
-    register_claim,
-)
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, RunRecord, Runs
 from skiplab.claims._stats import Stat, describe, difference, proportion_difference
 from skiplab.data import load_mnist1d

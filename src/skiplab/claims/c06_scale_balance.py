@@ -19,15 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Check,
-    Claim,
-    Comparison,
-    Figure,
-    Summary,
-    Table,
-    register_claim,
-)
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
 from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data import load_mnist1d

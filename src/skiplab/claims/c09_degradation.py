@@ -18,15 +18,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Check,
-    Claim,
-    Comparison,
-    Figure,
-    Summary,
-    Table,
-    register_claim,
-)
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
 from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data import Splits, load_mnist, load_mnist1d

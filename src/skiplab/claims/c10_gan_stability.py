@@ -22,15 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Check,
-    Claim,
-    Comparison,
-    Figure,
-    Summary,
-    Table,
-    register_claim,
-)
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
 from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data.gaussians import GaussianMixture, grid_of_gaussians, ring_of_gaussians

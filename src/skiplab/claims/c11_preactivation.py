@@ -19,15 +19,7 @@ import torch.nn.functional as F
 from matplotlib.ticker import MaxNLocator
 
 from skiplab import _plot
-from skiplab.claims._base import (
-    Check,
-    Claim,
-    Comparison,
-    Figure,
-    Summary,
-    Table,
-    register_claim,
-)
+from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
 from skiplab.claims._stats import Stat, describe, difference
 from skiplab.data import get_dataset

@@ -7,11 +7,7 @@ from skiplab.diagnostics._probe import (
     eval_mode,
     find_blocks,
 )
-from skiplab.diagnostics.gradflow import (
-    GradientFlowProbe,
-    gradient_flow_at_init,
-    gradient_split,
-)
+from skiplab.diagnostics.gradflow import GradientFlowProbe, gradient_flow_at_init, gradient_split
 from skiplab.diagnostics.information import (
     gaussian_channel_mi,
     gaussian_mi,

@@ -7,22 +7,9 @@ init parts, stochastic depth; see the submodules for the gated, concatenating an
 from skiplab.nn._merge import SkipShapeError, check_same_shape, name_skips
 from skiplab.nn.concat import CropAdd, CropConcat, DenseConcat, LayerConcat, center_crop
 from skiplab.nn.gated import GatedSkip, Highway
-from skiplab.nn.residual import (
-    DropPath,
-    Residual,
-    SkipModule,
-    count_skips,
-    reset_residual_inits,
-)
+from skiplab.nn.residual import DropPath, Residual, SkipModule, count_skips, reset_residual_inits
 from skiplab.nn.scale_balanced import ScaleBalancedResidual
-from skiplab.nn.scaling import (
-    FixedScale,
-    LayerScale,
-    ReZero,
-    ScaleLastLayer,
-    SkipInit,
-    ZeroGamma,
-)
+from skiplab.nn.scaling import FixedScale, LayerScale, ReZero, ScaleLastLayer, SkipInit, ZeroGamma
 from skiplab.nn.shortcut import PadShortcut, ProjectionShortcut, make_shortcut
 from skiplab.nn.temporal import TemporalSkip
 
