@@ -19,6 +19,7 @@ import torch
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import fmt_values
 
 ALPHAS = (1.0, 2.0, 0.5)
 MODELS = ("plain", "residual")
@@ -217,9 +218,9 @@ class ResidualToy(Claim[Settings, Condition, Result]):
         )
         return [
             Check("plain saddle", plain_saddle,
-                  f"eigenvalues {_fmt(p.eig_min)} / {_fmt(p.eig_max)}, loss at 0 {_fmt(p.loss0)}"),
-            Check("residual minimum", res_min, f"eigenvalues {_fmt(q.eig_min)} / "
-                  f"{_fmt(q.eig_max)}, loss at 0 {_fmt(q.loss0)}, gradient {_fmt(q.grad0)}"),
+                  f"eigenvalues {fmt_values(p.eig_min)} / {fmt_values(p.eig_max)}, loss at 0 {fmt_values(p.loss0)}"),
+            Check("residual minimum", res_min, f"eigenvalues {fmt_values(q.eig_min)} / "
+                  f"{fmt_values(q.eig_max)}, loss at 0 {fmt_values(q.loss0)}, gradient {fmt_values(q.grad0)}"),
             Check("faster descent", faster,
                   f"steps to 1e-6 plain {_steps(p.steps)} vs residual {_steps(q.steps)}"),
         ]  # fmt: skip
@@ -333,7 +334,3 @@ class ResidualToy(Claim[Settings, Condition, Result]):
 
 def _steps(values: list[float]) -> str:
     return ", ".join(str(int(v)) if np.isfinite(v) else "never" for v in values)
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.3g}" for v in values)

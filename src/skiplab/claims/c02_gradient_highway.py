@@ -21,6 +21,7 @@ import torch
 
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
+from skiplab.claims._stats import fmt_values
 from skiplab.data import load_mnist
 from skiplab.diagnostics.block_gradients import block_gradient_norms, plot_block_gradients
 from skiplab.diagnostics.bounded_stacks import (
@@ -220,9 +221,9 @@ class GradientHighway(Claim[Settings, Condition, Result]):
         return [
             Check("bounded stacks: residual ratio >= (1-rho)^L and plain ratio <= rho^L",
                   not broken, "; ".join(broken[:4]) or "every ratio within its bound"),
-            Check(f"ResNet-56 ratio within {MODEST:g}x", res_kept, f"ResNet-56 {_fmt(r_res)}"),
+            Check(f"ResNet-56 ratio within {MODEST:g}x", res_kept, f"ResNet-56 {fmt_values(r_res)}"),
             Check(f"plain-56 at least {DECADES_FURTHER:g} decade(s) further off", plain_off,
-                  f"plain-56 {_fmt(r_pl)} vs ResNet-56 {_fmt(r_res)}"),
+                  f"plain-56 {fmt_values(r_pl)} vs ResNet-56 {fmt_values(r_res)}"),
         ]  # fmt: skip
 
     def detail(self, r: Result) -> str:
@@ -238,9 +239,9 @@ class GradientHighway(Claim[Settings, Condition, Result]):
             )
         return (
             f"Bounded stacks over L in {depths}{l24}. At init, first/last block parameter-gradient "
-            f"ratio: ResNet-56 {_fmt(res.param_ratios())}, plain-56 {_fmt(pl.param_ratios())} "
+            f"ratio: ResNet-56 {fmt_values(res.param_ratios())}, plain-56 {fmt_values(pl.param_ratios())} "
             f"(plain gradient {_direction(pl.param_ratios())}; block-output gradient ratios "
-            f"ResNet-56 {_fmt(res.act_ratios())}, plain-56 {_fmt(pl.act_ratios())})."
+            f"ResNet-56 {fmt_values(res.act_ratios())}, plain-56 {fmt_values(pl.act_ratios())})."
         )
 
     def numbers(self, r: Result) -> dict[str, float]:
@@ -267,14 +268,14 @@ class GradientHighway(Claim[Settings, Condition, Result]):
                 "arbitrarily small'",
                 f"L={deepest}, ||W||=rho={rho:g}: residual ratio >= {res_min:.3g} (bound "
                 f"(1-rho)^L = {(1 - rho) ** deepest:.3g}), plain <= {plain_max:.3g} (rho^L = "
-                f"{rho**deepest:.3g}); ResNet-56 at init {_fmt(r_res)}",
+                f"{rho**deepest:.3g}); ResNet-56 at init {fmt_values(r_res)}",
                 res_min >= (1 - rho) ** deepest * (1 - ROUND_SLACK) and _kept(r_res),
             ),
             Comparison(
                 "Yang et al. 2019, abstract",
                 "in batch-normalized feedforward networks without skips, gradient signals grow "
                 "exponentially in depth at initialization",
-                f"plain-56 (2-D conv, BN) first/last block gradient ratio {_fmt(r_pl)}: the "
+                f"plain-56 (2-D conv, BN) first/last block gradient ratio {fmt_values(r_pl)}: the "
                 f"gradient {_direction(r_pl)}; their theory is for wide fully-connected nets",
                 min(r_pl) > 1,
             ),
@@ -283,7 +284,7 @@ class GradientHighway(Claim[Settings, Condition, Result]):
                 "gradient correlations (between nearby inputs) decay exponentially with depth "
                 "in feedforward nets and sublinearly with skip-connections",
                 "not measured here: this claim measures gradient norms through depth, not their "
-                f"correlation across inputs (ResNet-56 ratio {_fmt(r_res)}, plain-56 {_fmt(r_pl)})",
+                f"correlation across inputs (ResNet-56 ratio {fmt_values(r_res)}, plain-56 {fmt_values(r_pl)})",
                 None,
             ),
         ]
@@ -349,7 +350,7 @@ class GradientHighway(Claim[Settings, Condition, Result]):
                 "gradient norm per block against depth (line: geometric mean over seeds, band: "
                 "min-max; dotted: stage changes; output gradient 0: the stem's output). Plain-56's "
                 f"gradient {_direction(r_pl)} (first/last block parameter-gradient ratio "
-                f"{_fmt(r_pl)}); ResNet-56's ratio {_fmt(r_res)}.",
+                f"{fmt_values(r_pl)}); ResNet-56's ratio {fmt_values(r_res)}.",
             ),
         ]
 
@@ -366,7 +367,3 @@ def _direction(ratios: list[float]) -> str:
 
 def _gmean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(values))))
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.3g}" for v in values)

@@ -10,6 +10,7 @@ layer by layer in a real 40-layer MLP at initialisation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import clearly_greater, describe
+from skiplab.claims._stats import clearly_greater, describe, fmt_values
 from skiplab.data import load_mnist1d
 from skiplab.diagnostics import (
     gaussian_mi,
@@ -42,6 +43,8 @@ READOUT_NOISE = 0.1  # noise-to-signal ratio of the real-model read-out
 GAUSS_TOL = (0.05, 0.03)  # |estimate - closed form| <= 0.05 + 3% of the closed form
 KSG_TOL = 0.15  # nats
 COV_2 = np.diag([1.5, 0.75])  # the 2-D input of the KSG check
+
+_fmt = partial(fmt_values, spec=".4g")  # this claim's precision
 
 
 @dataclass(frozen=True)
@@ -439,7 +442,3 @@ def _stack_panel(ax: Any, r: Result) -> None:
     ax.set(title=f"stack of blocks (o: Gaussian estimate at L={check})", xlabel="blocks L",
            ylabel="I(X; Y_L), nats (floor 1e-3)")  # fmt: skip
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.4g}" for v in values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch.utils.data import TensorDataset
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import Stat, describe, difference
+from skiplab.claims._stats import Stat, describe, difference, fmt_values
 from skiplab.data import load_mnist1d
 from skiplab.models.scale_net import (
     BLOCK_KINDS,
@@ -38,6 +39,8 @@ RATIO_SCALES = tuple(float(s) for s in np.logspace(-3, 3, 13))
 ACC_SPREAD = 0.02  # the balanced net's accuracy may differ by at most 2 points across scales
 CHANCE = 0.1  # ten classes
 CONTROL_ACC = 0.2  # the positive control: the balanced net at scale 1 reaches twice chance
+
+_fmt = partial(fmt_values, spec=".3f")  # this claim's precision
 
 
 @dataclass(frozen=True)
@@ -359,7 +362,3 @@ class ScaleBalance(Claim[Settings, Condition, Result]):
 
 COLORS = {"standard": _plot.PLAIN, "balanced": _plot.RESIDUAL}
 LABELS = {"standard": "standard x + F(x)", "balanced": "balanced x + σF(x/σ)"}
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in values)

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import Stat, describe, difference
+from skiplab.claims._stats import Stat, describe, difference, fmt_values
 from skiplab.data import Splits, load_mnist, load_mnist1d
 from skiplab.models import create_model
 from skiplab.train import Classification, TrainConfig
@@ -391,7 +391,7 @@ def _dataset_checks(dataset: str, d: DatasetResult) -> list[Check]:
     loss, acc = d.train_loss, d.test_acc
     if not all(math.isfinite(v) for vals in loss.values() for v in vals):
         return [Check(f"{dataset}: every run trained without diverging", False, kind="evidence")]
-    shallow = f"plain-20 {_fmt(loss['plain20'])}, ResNet-20 {_fmt(loss['resnet20'])}"
+    shallow = f"plain-20 {fmt_values(loss['plain20'])}, ResNet-20 {fmt_values(loss['resnet20'])}"
     control = Check(
         f"{dataset}: the 20-layer networks train (every seed below {CONTROL_LOSS:.3g}, half the "
         "chance loss ln 10)",
@@ -436,10 +436,6 @@ def _agrees(effect: Stat) -> bool | None:
     if not math.isfinite(effect.mean) or not effect.excludes_zero:
         return None
     return effect.mean > 0
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.3g}" for v in values)
 
 
 def _summary_table(datasets: dict[str, DatasetResult]) -> Table:

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import Stat, describe, difference
+from skiplab.claims._stats import Stat, describe, difference, fmt_values
 from skiplab.data import get_dataset
 from skiplab.diagnostics import gradient_flow_at_init, signal_propagation
 from skiplab.models import create_model
@@ -68,10 +68,6 @@ class InitStats:
     sq_mean: list[float]
     branch_var: list[float]
     grad: list[float]
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.3g}" for v in values)
 
 
 def measure(run: Run, s: Settings, c: Condition, seed: int) -> dict[str, Any]:
@@ -194,14 +190,14 @@ class Preactivation(Claim[Settings, Condition, Result]):
         control = Check(
             f"both depth-{low} nets train (every seed below {CONTROL_LOSS:.3g}, 0.75 ln 10)",
             max(shallow) < CONTROL_LOSS,
-            f"train loss pre {_fmt(r.nets[low]['pre'].train_loss)}, post "
-            f"{_fmt(r.nets[low]['post'].train_loss)}",
+            f"train loss pre {fmt_values(r.nets[low]['pre'].train_loss)}, post "
+            f"{fmt_values(r.nets[low]['post'].train_loss)}",
             "control",
         )
         g = r.gap(deep)
         measured = (
-            f"depth {deep} train loss pre {_fmt(r.nets[deep]['pre'].train_loss)} vs post "
-            f"{_fmt(r.nets[deep]['post'].train_loss)}; log10(post / pre) {g}"
+            f"depth {deep} train loss pre {fmt_values(r.nets[deep]['pre'].train_loss)} vs post "
+            f"{fmt_values(r.nets[deep]['post'].train_loss)}; log10(post / pre) {g}"
         )
         if g.n < 2:
             return [control, Check("two seeds or more: one seed cannot show a separation", False, measured, "evidence")]  # fmt: skip

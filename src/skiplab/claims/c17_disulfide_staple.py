@@ -19,7 +19,7 @@ import numpy as np
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, RunRecord, Runs
-from skiplab.claims._stats import clearly_greater, describe
+from skiplab.claims._stats import clearly_greater, describe, fmt_values
 from skiplab.data.lattice_chain import free_entropy, staged_stapling
 
 ENSEMBLES = ("free", "stapled")
@@ -184,15 +184,15 @@ class DisulfideStaple(Claim[Settings, Condition, Result]):
 
     def checks(self, r: Result) -> list[Check]:
         if len(r.stapled.seeds) != len(r.delta_s):
-            text = f"Delta S per seed {_fmt(r.delta_s)}: no stapled ensemble to compare"
+            text = f"Delta S per seed {fmt_values(r.delta_s)}: no stapled ensemble to compare"
             return [Check("the staged restraints reach the staple for every seed", False, text)]
         entropy = all(math.isfinite(v) and v < -1 for v in r.delta_s)
-        checks = [Check("Delta S < -1 k_B for every seed", entropy, _fmt(r.delta_s))]
+        checks = [Check("Delta S < -1 k_B for every seed", entropy, fmt_values(r.delta_s))]
         for key in ("rg_mean", "rg_std", "end_mean"):
             free, stapled = getattr(r.free, key), getattr(r.stapled, key)
             checks.append(
                 Check(f"smaller {key} with the staple, per-seed ranges separate",
-                      clearly_greater(free, stapled), f"free {_fmt(free)}; stapled {_fmt(stapled)}")
+                      clearly_greater(free, stapled), f"free {fmt_values(free)}; stapled {fmt_values(stapled)}")
             )  # fmt: skip
         return checks
 
@@ -244,7 +244,7 @@ class DisulfideStaple(Claim[Settings, Condition, Result]):
             for ens, e in r.ensembles().items()
             if seed in e.seeds
         ]
-        s, ds = r.settings, _fmt(r.delta_s, ".2f")
+        s, ds = r.settings, fmt_values(r.delta_s, ".2f")
         i, j = s.staple
         stages = [[seed, "free" if reach is None else f"<= {reach}", rg, p]
                   for seed, reach, rg, p in r.stages]  # fmt: skip
@@ -336,7 +336,3 @@ def _conformation_panel(ax: Any, ens: str, last: list[tuple[int, int]], staple: 
 def _finite_mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
-
-
-def _fmt(values: list[float], spec: str = ".3g") -> str:
-    return ", ".join(f"{v:{spec}}" for v in values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from skiplab import _plot
 from skiplab.claims._base import Check, Claim, Comparison, Figure, Summary, Table, register_claim
 from skiplab.claims._runner import Run, Runs
-from skiplab.claims._stats import Stat, describe, difference
+from skiplab.claims._stats import Stat, describe, difference, fmt_values
 from skiplab.data import get_dataset
 from skiplab.diagnostics import (
     LesionResult,
@@ -36,6 +37,8 @@ CHANCE = 0.1  # ten classes
 RESIDUAL_KEEPS = 0.75  # residual: median single deletion keeps >= 75% of above-chance accuracy
 PLAIN_LOSES = 0.5  # plain: median single deletion keeps <= 50% of it
 CONTROL_ACC = 0.5  # the positive control: both intact nets beat chance by 40 points, every seed
+
+_fmt = partial(fmt_values, spec=".3f")  # this claim's precision
 
 
 def retained(acc: float, base: float) -> float:
@@ -386,7 +389,3 @@ def _index(block: str) -> int:
 
 def _agrees(seen: bool, reversed_: bool) -> bool | None:
     return True if seen else False if reversed_ else None
-
-
-def _fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in values)
