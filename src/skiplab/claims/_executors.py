@@ -185,11 +185,11 @@ class LocalExecutor(Executor):
                     if w.spec is None and todo:
                         w.give(todo.popleft())
                 busy = [w for w in pool if w.spec is not None]
-                mp_wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
+                ready = set(mp_wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
                 for i, w in enumerate(pool):
-                    if w.spec is None or not (w.conn.poll() or not w.proc.is_alive()):
-                        continue
                     spec = w.spec
+                    if spec is None or not {w.conn, w.proc.sentinel} & ready:
+                        continue
                     out = w.collect()
                     if out is not None:
                         yield out
