@@ -2,6 +2,7 @@
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -137,3 +138,114 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match=r"evil-wrapped\.pt refused.*weights-only"):
         load_checkpoint(wrapped)
     assert not marker.exists()
+
+
+def test_current_name_never_disappears_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    # The fallback for a file system that refuses hard links used to rename c.pt to .prev
+    # before the new file took its place: a kill between the two renames left no c.pt.
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(1), path)
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(1, "Operation not permitted", str(dst))
+
+    real_replace = os.replace
+    seen = []
+
+    def replace(src, dst):
+        seen.append(path.is_file())  # the invariant, at every step of the protocol
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(_state(2), path)
+    monkeypatch.undo()
+    assert seen and all(seen)
+    assert load_checkpoint(path)["step"] == 2
+    assert load_checkpoint(previous_path(path))["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "c.pt.prev"]
+
+
+def _non_regular(kind, path):
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:  # a character device like /dev/null: needs CAP_MKNOD
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError as err:
+            pytest.skip(f"cannot create a device node here: {err}")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+@pytest.mark.parametrize("which", ["checkpoint", "previous"])
+def test_non_regular_targets_are_refused_and_left_alone(tmp_path, kind, which):
+    path = tmp_path / "c.pt"
+    if which == "previous":
+        save_checkpoint(_state(1), path)
+    target = path if which == "checkpoint" else previous_path(path)
+    _non_regular(kind, target)
+    before = os.stat(target)
+    with pytest.raises(CheckpointError, match=r"c\.pt(\.prev)? is a (device|FIFO|directory)"):
+        save_checkpoint(_state(2), path)
+    after = os.stat(target)
+    assert (after.st_mode, after.st_ino, after.st_rdev) == (
+        before.st_mode,
+        before.st_ino,
+        before.st_rdev,
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    if which == "previous":
+        assert load_checkpoint(path)["step"] == 1  # nothing was replaced
+
+
+_FULL_DISK_WRITER = """
+import resource, signal, sys, torch
+from skiplab.train import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    save_checkpoint({"w": torch.zeros(1 << 19)}, sys.argv[1])  # 2 MB > the 1 MB limit
+except OSError as err:
+    print(err.errno)
+"""
+
+
+def test_a_write_that_fails_for_space_leaves_no_temp_and_keeps_the_old_checkpoint(tmp_path):
+    import errno
+
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(1), path)
+    script = tmp_path / "full.py"
+    script.write_text(_FULL_DISK_WRITER)
+    out = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == str(errno.EFBIG), out.stderr
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "full.py"]
+
+
+def test_a_full_tmpfs_leaves_no_temp_and_keeps_the_old_checkpoint(tmp_path):
+    import errno
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        path = mnt / "c.pt"
+        save_checkpoint({"w": torch.zeros(1000)}, path)
+        with pytest.raises(OSError) as info:
+            save_checkpoint({"w": torch.zeros(1 << 19)}, path)  # 2 MB on a 1 MB disk
+        assert info.value.errno == errno.ENOSPC
+        assert torch.equal(load_checkpoint(path)["w"], torch.zeros(1000))
+        assert sorted(p.name for p in mnt.iterdir()) == ["c.pt"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -7,11 +7,17 @@ File layout (``FORMAT``)::
     len(payload)                8 bytes, big-endian
     payload                     ``torch.save`` bytes of a dict of tensors, numbers and strings
 
-A checkpoint is written to a temporary file in the same directory, flushed and fsync'ed, then
-renamed over the old one (``os.replace`` is atomic on POSIX), and the directory is fsync'ed, so
-a crash leaves either the old or the new file, never a torn one. Before the rename the old file
-is hard-linked to ``<name>.prev``, so the newest two checkpoints always exist and the current
-name never disappears.
+A checkpoint is written to a uniquely named temporary file in the same directory, flushed
+and fsync'ed, then renamed over the old one (``os.replace`` is atomic on POSIX), and the
+directory is fsync'ed, so a crash leaves either the old or the new file, never a torn one.
+Before the rename the old file is hard-linked (where the file system has no hard links:
+copied) to a temporary name that is then renamed to ``<name>.prev``, so the newest two
+checkpoints always exist and the current name never disappears. A target (or ``.prev``) that
+exists and is not a regular file, such as ``/dev/null`` or a FIFO, is refused before anything
+is written. A write that fails (disk full, Ctrl-C) removes its temporary file and leaves the
+old checkpoints as they were; a temporary file left by a SIGKILLed writer is removed by the
+next trainer that takes the checkpoint's lock (:func:`checkpoint_lock`, held for a whole run,
+so two runs never write one checkpoint path).
 
 Loading checks, in order: the magic (a file that is not a skiplab checkpoint, for example a
 bare pickle, is refused before a byte of it is unpickled), the length (truncation) and the
@@ -21,16 +27,27 @@ and containers only, so even a checkpoint with a valid header cannot run code.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import io
 import os
 import pickle
+import shutil
 import struct
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from skiplab._files import (
+    FileLock,
+    FileTargetError,
+    atomic_output,
+    check_regular_target,
+    temp_path,
+)
 
 MAGIC = b"SKIPLAB-CKPT\x00v1\n"
 _HEADER = len(MAGIC) + 32 + 8
@@ -45,14 +62,6 @@ def previous_path(path: str | os.PathLike[str]) -> Path:
     """Where the checkpoint before ``path`` is kept (``<name>.prev``)."""
     path = Path(path)
     return path.with_name(path.name + ".prev")
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def encode_checkpoint(state: dict[str, Any]) -> bytes:
@@ -75,27 +84,73 @@ def save_checkpoint(
 
     Returns:
         ``path``.
+
+    Raises:
+        CheckpointError: ``path`` or its ``.prev`` exists and is not a regular file (a device,
+            a FIFO, a directory); nothing is written.
+        OSError: the write failed (disk full, ...); the old checkpoints are intact and no
+            temporary file is left.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = encode_checkpoint(state)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous and path.exists():
-        # Link, then rename the link over .prev: at no moment is either name missing or torn.
-        prev, prev_tmp = previous_path(path), path.with_name(f".{path.name}.{os.getpid()}.prev")
-        try:
-            os.link(path, prev_tmp)
-        except OSError:  # a file system without hard links: a rename is still atomic
-            os.replace(path, prev)
-        else:
-            os.replace(prev_tmp, prev)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    prev = previous_path(path)
+    try:
+        check_regular_target(path, "checkpoint")
+        if keep_previous:
+            check_regular_target(prev, "previous checkpoint")
+        data = encode_checkpoint(state)
+        with atomic_output(path, what="checkpoint") as f:
+            f.write(data)
+            if keep_previous and path.is_file():
+                _keep_previous(path, prev)
+    except FileTargetError as err:
+        raise CheckpointError(str(err)) from None
     return path
+
+
+def _keep_previous(path: Path, prev: Path) -> None:
+    """Make ``prev`` a copy of ``path`` without ``path`` ever going missing: hard-link (or,
+    where the file system has no hard links, copy) to a temporary name, then rename that."""
+    tmp = temp_path(prev)
+    try:
+        os.unlink(tmp)  # a unique, now free name for the link
+        try:
+            os.link(path, tmp)
+        except OSError:  # no hard links here: copy the bytes instead
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+        os.replace(tmp, prev)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files a killed writer of ``path`` left (``.<name>.*.tmp``).
+
+    Only safe while the caller holds the checkpoint's lock (:func:`checkpoint_lock`), so no
+    live writer owns them. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    for name in (path.name, previous_path(path).name):
+        for tmp in path.parent.glob(f".{glob.escape(name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def checkpoint_lock(path: str | os.PathLike[str]) -> FileLock:
+    """The lock a trainer holds on checkpoint ``path`` while it trains (``.<name>.lock``)."""
+    path = Path(path)
+    return FileLock(
+        path.with_name(f".{path.name}.lock"),
+        what=f"checkpoint {path}",
+        hint="another training run writes it; wait for it to finish or choose another --checkpoint",
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
