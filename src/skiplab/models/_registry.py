@@ -70,7 +70,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         model = _MODELS[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments for model {name!r}: {err}") from err
-    return name_skips(model)
+    model = name_skips(model)
+    object.__setattr__(
+        model, "skiplab_name", name
+    )  # what a checkpoint records of the model (see train.trainer)
+    return model
 
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:

@@ -12,6 +12,7 @@ store, the checkpoints and the TensorBoard files.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -32,7 +33,9 @@ from skiplab.train import distributed as _dist
 from skiplab.train.checkpoint import (
     CheckpointError,
     checkpoint_exists,
+    checkpoint_lock,
     load_latest_checkpoint,
+    remove_stale_temps,
     save_checkpoint,
 )
 from skiplab.train.tasks import Classification, Segmentation, Task, move
@@ -198,6 +201,57 @@ def block_name(param_name: str) -> str:
     return parts[0]
 
 
+def model_identity(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint records of the model it holds, to refuse resuming another one.
+
+    The registry name (set by :func:`skiplab.models.create_model`), the class, the
+    architecture config (a dataclass ``model.cfg``, as every zoo model has) and the name and
+    shape of every parameter and buffer.
+    """
+    cls = type(model)
+    cfg = getattr(model, "cfg", None)
+    config = None
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        config = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return {
+        "model": getattr(model, "skiplab_name", None),
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "config": config,
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def _identity_differences(saved: dict[str, Any], mine: dict[str, Any], most: int = 6) -> list[str]:
+    """``key: saved -> mine`` for each difference, the config's before the shapes'."""
+    diff = []
+    for key in ("model", "class"):
+        if saved.get(key) is not None and saved.get(key) != mine.get(key):
+            diff.append(f"{key}: {saved.get(key)} -> {mine.get(key)}")
+    old_cfg, new_cfg = saved.get("config") or {}, mine.get("config") or {}
+    for key in sorted(set(old_cfg) | set(new_cfg)) if old_cfg and new_cfg else []:
+        if old_cfg.get(key) != new_cfg.get(key):
+            diff.append(f"{key}: {old_cfg.get(key)} -> {new_cfg.get(key)}")
+    old, new = saved.get("shapes") or {}, mine.get("shapes") or {}
+    for key in [k for k in old if k in new and old[k] != new[k]]:
+        diff.append(f"'{key}' shape {old[key]} -> {new[key]}")
+    for label, names in (
+        ("only in the checkpoint", [k for k in old if k not in new]),
+        ("only in this model", [k for k in new if k not in old]),
+    ):
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            diff.append(f"{len(names)} tensors {label} ({shown})")
+    return diff[:most] + ([f"and {len(diff) - most} more"] if len(diff) > most else [])
+
+
 def _normalised(config: dict[str, Any]) -> dict[str, Any]:
     # Checkpoints turn tuples into lists; compare configs in one form.
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
@@ -300,6 +354,7 @@ class Trainer:
         assert self.scheduler is not None
         return {
             "model": self.model.state_dict(),
+            "model_identity": model_identity(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
@@ -322,6 +377,7 @@ class Trainer:
                 "checkpoint was written with a different training config "
                 f"(differs in {', '.join(diff)}); resume with the same options or start afresh"
             )
+        self._check_identity(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -332,6 +388,31 @@ class Trainer:
         self.generator.set_state(state["shuffle_rng"])
         if "augment_rng" in state:
             self.augment_generator.set_state(state["augment_rng"])
+
+    def _check_identity(self, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model, naming the differences (one line)."""
+        mine = model_identity(self.model)
+        saved = state.get("model_identity")
+        if not isinstance(saved, dict):  # written before checkpoints carried an identity
+            saved = {"shapes": {k: list(v.shape) for k, v in state["model"].items()}}
+        diff = _identity_differences(saved, mine)
+        if diff:
+            where = f"checkpoint {self.checkpoint}" if self.checkpoint else "the checkpoint"
+            raise CheckpointError(
+                f"{where} holds another model ({'; '.join(diff)}); resume with the model "
+                "options it was written with, or start afresh without --resume"
+            )
+
+    def _check_finite(self) -> None:
+        """Raise :class:`DivergedError` if a parameter or buffer is NaN/Inf (the step that
+        made it so had a finite loss and gradient); such weights are never checkpointed."""
+        for kind, named in (("parameter", self.model.named_parameters()),
+                            ("buffer", self.model.named_buffers())):  # fmt: skip
+            for name, t in named:
+                if t.is_floating_point() and not torch.isfinite(t).all():
+                    raise DivergedError(
+                        f"{kind} '{name}' became non-finite after step {self.step}", self.step
+                    )
 
     # -- training -----------------------------------------------------------------------
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -357,11 +438,24 @@ class Trainer:
                 are complete.
 
         Raises:
-            DivergedError: a non-finite loss or gradient; the run is marked diverged in the
-                store and the last good checkpoint is left as it was.
+            DivergedError: a non-finite loss or gradient, or weights that became non-finite
+                at an epoch's end; the run is marked diverged in the store and the last good
+                checkpoint (finite, always) is left as it was.
+            LockedError: another live run trains with the same checkpoint path.
             CheckpointError: ``resume`` found only damaged checkpoints, or one written with
                 a different config.
         """
+        lock = None
+        if self.checkpoint is not None and self.dist.is_main:
+            lock = checkpoint_lock(self.checkpoint).acquire()  # LockedError if in use
+            remove_stale_temps(self.checkpoint)  # of a killed writer: no live one has any
+        try:
+            return self._fit(task, test, resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, task: Task | TensorDataset, test: TensorDataset | None, resume: bool) -> History:
         task = self._task(task, test)
         task.setup(self.device)
         steps_per_epoch = task.steps_per_epoch(self.cfg.batch_size)
@@ -381,6 +475,7 @@ class Trainer:
             while self.epoch < epochs and self.step < total:
                 t0 = time.perf_counter()
                 sums = self._epoch(task, total, bar)
+                self._check_finite()
                 self.epoch += 1
                 metrics = self._epoch_metrics(task, sums, evaluate=self._eval_due(epochs))
                 self.history.epochs.append(metrics)
