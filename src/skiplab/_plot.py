@@ -6,8 +6,10 @@ the code once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers or in CI
 import matplotlib.pyplot as plt
+
+from skiplab._files import atomic_output
 
 RESIDUAL = "#1f77b4"
 PLAIN = "#ff7f0e"
@@ -51,15 +55,35 @@ def subplots(
 
 
 def save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save atomically as PNG (temp file, then rename) and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.tight_layout()
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    """Save as PNG and close the figure, on failure too.
+
+    The PNG is written to a uniquely named temporary file that replaces ``path`` only when
+    complete (:func:`skiplab._files.atomic_output`), so two writers of one path never share a
+    temporary name, and an error or Ctrl-C leaves the old figure and no temporary file.
+
+    Raises:
+        FileTargetError: ``path`` exists and is not a regular file (a directory, a FIFO).
+    """
+    try:
+        fig.tight_layout()
+        with atomic_output(path, what="figure", durable=False) as f:
+            fig.savefig(f, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def closing_on_error() -> Iterator[None]:
+    """Close the figures opened inside the block if it raises, so a plot that fails halfway
+    (before :func:`save`) does not stay open in pyplot for the rest of the process."""
+    before = set(plt.get_fignums())
+    try:
+        yield
+    except BaseException:
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
+        raise
 
 
 def color_for(label: str) -> str:
