@@ -184,7 +184,7 @@ def report(out: Path, scale: str | None, store_path: Path) -> None:
     from skiplab.report import build_report
 
     _require_store(store_path)
-    with Store(store_path) as store:
+    with Store(store_path, readonly=True) as store:
         index = build_report(store, out, scale=scale)
     click.echo(f"report: {index.resolve()}")
 
@@ -198,7 +198,7 @@ def report(out: Path, scale: str | None, store_path: Path) -> None:
 def runs(kind: str | None, claim: str | None, limit: int, as_json: bool, store_path: Path) -> None:
     """List runs in the results store, newest first."""
     _require_store(store_path)
-    with Store(store_path) as store:
+    with Store(store_path, readonly=True) as store:
         rows = store.runs(kind=kind, claim=claim.upper() if claim else None, limit=limit)
     if as_json:
         for r in rows:
