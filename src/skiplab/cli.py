@@ -1,14 +1,22 @@
 """``skiplab``: reproduce | train | diagnose | report | runs | list.
 
-User errors (a bad option, an unknown model or claim, a missing file) print one line,
-``skiplab: error: ...``, and exit with status 2; nothing already stored is lost.
+User errors (a bad option, an unknown model or claim, a missing file, a file or directory
+skiplab cannot write, a full disk, a lock held by another process) print one line,
+``skiplab: error: ...``, and exit with status 2; nothing already stored is lost. Any other
+exception is an internal error: one line naming its type and message, exit status 1, and
+``--debug`` (anywhere on the line) shows its traceback. Ctrl-C (SIGINT) and SIGTERM stop the
+command the same way: a run in progress is marked ``interrupted``, its last checkpoint kept,
+one line is printed and the exit status is 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,12 +35,140 @@ STORE_OPTION = click.option(
 )
 
 
+#: Bounds of integer options: a seed numpy, torch and SQLite all accept; an epoch count and a
+#: pool size far beyond any real run (a larger value is a typo, and overflowed as an index).
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10**6
+MAX_WORKERS = 4096
+MAX_LIMIT = 2**63 - 1  # SQLite's INTEGER
+
+
 class UserError(click.ClickException):
     """An error in what the user asked for, shown as one line."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every Ctrl-C path (runs marked ``interrupted``,
+    checkpoints kept, workers stopped) handles it too."""
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite: ``nan`` and ``inf`` are refused by name."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
 def _echo(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+#: Bidirectional overrides and isolates: they reorder what a terminal shows ("Trojan Source").
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters (C0, DEL, C1, bidi overrides, line and
+    paragraph separators) shown escaped (``\\x1b``), so a stored name cannot drive the
+    terminal that lists it."""
+    out = []
+    for ch in text:
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _plain_json(value: Any) -> Any:
+    """``value`` with non-finite floats as strings, so ``json.dumps`` writes standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # 'nan', 'inf', '-inf'
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v) for v in value]
+    return value
+
+
+def _check_device(device: str) -> None:
+    """Refuse a ``--device`` that torch cannot parse or this machine does not have, before
+    anything runs or is stored."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(
+            f"--device {device!r} is not a torch device (use cpu, cuda, cuda:1 or mps)"
+        ) from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "torch was built without CUDA"
+                if torch.version.cuda is None
+                else "no GPU is visible"
+            )
+            raise UserError(
+                f"--device {device}: CUDA is not available here ({why}); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserError(
+                f"--device {device}: this machine has {count} visible GPU(s), cuda:0..cuda:{count - 1}"
+            )
+        return
+    if dev.type == "meta":
+        raise UserError("--device meta holds no data and cannot train; use cpu or cuda")
+    try:
+        torch.empty(1, device=dev)
+    except Exception as err:  # mps, xpu ... that this build or machine lacks
+        raise UserError(
+            f"--device {device} is not usable here ({_first_line(err)}); use --device cpu"
+        ) from None
+
+
+def _check_out_dir(path: Path, option: str) -> None:
+    """Refuse an output directory that cannot be created or written, before anything runs."""
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{option} {path} is a file, not a directory; choose a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {path} is not writable; choose another directory")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(
+            f"{option} {path}: {parent} is a file, so the directory cannot be created; "
+            "choose another path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot create it, {parent} is not writable")
+
+
+def _check_file_target(path: Path, option: str) -> None:
+    """Refuse a file to be written later (a checkpoint) whose path cannot hold a file."""
+    from skiplab._files import check_regular_target
+
+    _check_out_dir(path.parent, f"{option} {path}: directory")
+    try:
+        check_regular_target(path, option)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,7 +261,12 @@ def reproduce(
     from skiplab.report import build_report
     from skiplab.train.distributed import cleanup, env_world_size, init_distributed
 
+    _check_claim_spec(claim_spec)
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be >= 1 and <= {MAX_WORKERS}, got {workers}")
     claims = select_claims(claim_spec)
+    _check_device(device)
+    _check_out_dir(out, "--out")
     distributed = env_world_size() > 1
     if distributed and executor not in (None, "serial"):
         raise UserError("under torchrun every rank runs the claims itself: use --executor serial")
@@ -184,6 +325,7 @@ def report(out: Path, scale: str | None, store_path: Path) -> None:
     from skiplab.report import build_report
 
     _require_store(store_path)
+    _check_out_dir(out, "--out")
     with Store(store_path, readonly=True) as store:
         index = build_report(store, out, scale=scale)
     click.echo(f"report: {index.resolve()}")
@@ -192,7 +334,7 @@ def report(out: Path, scale: str | None, store_path: Path) -> None:
 @cli.command()
 @click.option("--kind", default=None, help="train, claim or diagnose.")
 @click.option("--claim", default=None, help="Only runs of this claim ID.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @STORE_OPTION
 def runs(kind: str | None, claim: str | None, limit: int, as_json: bool, store_path: Path) -> None:
@@ -202,16 +344,17 @@ def runs(kind: str | None, claim: str | None, limit: int, as_json: bool, store_p
         rows = store.runs(kind=kind, claim=claim.upper() if claim else None, limit=limit)
     if as_json:
         for r in rows:
-            click.echo(json.dumps(r.__dict__, sort_keys=True, default=str))
+            click.echo(json.dumps(_plain_json(r.__dict__), sort_keys=True, default=str))
         return
     header = f"{'id':>5}  {'kind':<9} {'claim':<5} {'scale':<6} {'seed':>4}  {'status':<11} {'wall_s':>8}  name"
     click.echo(header)
     for r in rows:
         wall = f"{r.wall_s:8.1f}" if r.wall_s is not None else f"{'-':>8}"
-        click.echo(
+        line = (
             f"{r.id:>5}  {r.kind:<9} {r.claim or '-':<5} {r.scale or '-':<6} "
             f"{'-' if r.seed is None else r.seed:>4}  {r.status:<11} {wall}  {r.name}"
         )
+        click.echo(printable(line))
 
 
 @cli.command(name="list")
@@ -259,9 +402,9 @@ def list_(what: str) -> None:
     "options given explicitly override it.",
 )
 @click.option("--plain", is_flag=True, help="Train the plain twin (skip=False).")
-@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 2**31 - 1), default=128, show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=0.1, show_default=True)
 @click.option(
     "--optimizer", type=click.Choice(["sgd", "adamw", "adam"]), default="sgd", show_default=True
 )
@@ -271,8 +414,8 @@ def list_(what: str) -> None:
     default="cosine",
     show_default=True,
 )
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=1e-4, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--name", "run_name", default=None, help="Run name (default: MODEL-DATA-seedN).")
 @click.option(
     "--checkpoint",
@@ -317,6 +460,7 @@ def train(
         cfg = dataclasses.replace(paper_recipe(recipe), **{"seed": seed, **given})
     else:
         cfg = TrainConfig(**options)
+    _check_device(device)
     dist_info = init_distributed(device)
     torch.manual_seed(seed)
     if data_path is not None:
@@ -325,6 +469,7 @@ def train(
         net, task = _dataset_inputs(model, data_name, data_dir, plain)
     name = run_name or f"{model}{'-plain' if plain else ''}-{data_name}-seed{seed}"
     ckpt = checkpoint or store_path.parent / "checkpoints" / f"{_safe(name)}.pt"
+    _check_file_target(ckpt, "--checkpoint")
     config: dict[str, Any] = {
         "model": model, "plain": plain, "data": data_name, "recipe": recipe,
         "data_path": str(data_path) if data_path else None,
@@ -346,6 +491,14 @@ def train(
             )  # fmt: skip
             try:
                 history = trainer.fit(task, resume=resume)
+            except KeyError as err:  # a checkpoint file of skiplab's format, not of a run
+                store.finish_run(run_id, "failed", error=f"checkpoint lacks {err}")
+                if not resume:
+                    raise
+                raise UserError(
+                    f"--resume: checkpoint {ckpt} has no {err} entry, so it was not written by "
+                    "skiplab train; give another --checkpoint or start afresh without --resume"
+                ) from err
             except Exception as err:
                 store.finish_run(run_id, "failed", error=str(err))  # no-op if diverged
                 raise
@@ -354,7 +507,7 @@ def train(
         cleanup()
     last = history.last
     click.echo(
-        f"run {run_id} {name}: train_loss {last['train_loss']:.4f}, "
+        f"run {run_id} {printable(name)}: train_loss {last['train_loss']:.4f}, "
         f"test_acc {last.get('test_acc', float('nan')):.4f} after {trainer.epoch} epochs"
     )
 
@@ -371,12 +524,12 @@ def train(
 )
 @click.option(
     "--epochs",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_EPOCHS),
     default=1,
     show_default=True,
     help="Training before the landscape and lesion probes (0: analyse the untrained model).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -396,10 +549,11 @@ def diagnose(
     from skiplab.report.diagnose import load_factory, parse_probes, run_diagnose
 
     probes = parse_probes(probe_spec)
+    _check_out_dir(out, "--out")
     splits = get_dataset(data_name)
     torch.manual_seed(seed)
     if ":" in model:
-        net = load_factory(model)
+        net = _user_factory(model, load_factory)
     else:
         net = create_model(
             model, num_classes=splits.num_classes, **_input_kwargs(model, splits.input_shape)
@@ -414,15 +568,40 @@ def diagnose(
     click.echo(f"report: {index.resolve()}")
 
 
+#: The model families ``train --data`` builds for a dataset of inputs and class labels.
+CLASSIFIER_FAMILIES = ("resnet", "mlp")
+
+
 def _dataset_inputs(
     model: str, data_name: str, data_dir: Path | None, plain: bool
 ) -> tuple[Any, Any]:
     """The registry model built for a named dataset, and its classification task."""
-    from skiplab.data import get_dataset
-    from skiplab.models import create_model
+    from skiplab.data import DatasetOptionError, get_dataset
+    from skiplab.models import create_model, list_models, model_family
     from skiplab.train import Classification
 
-    splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
+    family = model_family(model)  # an unknown name raises, listing the known ones
+    if family == "gnn":
+        raise UserError(
+            f"{model!r} is a GNN: train it on a graph with --data-path GRAPH.npz (the npz "
+            f"format of the shipped Cora), not on --data {data_name}"
+        )
+    if family not in CLASSIFIER_FAMILIES:
+        known = ", ".join(m for m in list_models() if model_family(m) in CLASSIFIER_FAMILIES)
+        raise UserError(
+            f"{model!r} is a {family} model; `skiplab train --data` trains classifiers of the "
+            f"{' and '.join(CLASSIFIER_FAMILIES)} families ({known}); train the others from "
+            "Python with a task from skiplab.train"
+        )
+    try:
+        splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
+    except DatasetOptionError as err:
+        if "root" not in err.options:
+            raise
+        raise UserError(
+            f"--data-dir {data_dir}: dataset {data_name!r} reads no directory (it ships with "
+            "skiplab or is generated); leave out --data-dir"
+        ) from None
     net = create_model(
         model, skip=not plain, num_classes=splits.num_classes,
         **_input_kwargs(model, splits.input_shape),
@@ -446,6 +625,54 @@ def _graph_inputs(model: str, path: Path, plain: bool) -> tuple[Any, Any, str]:
         num_classes=int(graph.y.max()) + 1,
     )  # fmt: skip
     return net, NodeClassification(graph), path.stem
+
+
+def _check_claim_spec(spec: str) -> None:
+    """Refuse a ``--claims`` that mixes 'all' with names: it would quietly run everything."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if len(names) > 1 and any(n.lower() == "all" for n in names):
+        raise UserError(
+            f"--claims {spec!r} mixes 'all' with claim names; give 'all' alone or only IDs/slugs"
+        )
+
+
+def _user_factory(spec: str, load: Any) -> Any:
+    """``load(spec)`` for ``diagnose package.module:factory``; whatever the user's module or
+    factory raises (at import, for a missing argument, SystemExit included) becomes one line
+    naming the factory."""
+    import importlib
+
+    module_name = spec.partition(":")[0]
+    try:
+        if module_name and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as load_factory does: the directory is importable
+        if module_name:
+            importlib.import_module(module_name)  # cached: load() does not run it again
+    except ImportError:
+        pass  # load() names the module that cannot be imported
+    except (Exception, SystemExit) as err:
+        raise UserError(
+            f"model {spec!r}: importing {module_name} raised {type(err).__name__}: "
+            f"{_first_line(err)} (--debug shows its traceback)"
+        ) from err
+    try:
+        return load(spec)
+    except ValueError as err:
+        if str(err).startswith(f"model {spec!r}:"):
+            raise  # load()'s own message: no callable, not an nn.Module ...
+        raise _factory_error(spec, err) from err
+    except (Exception, SystemExit) as err:
+        raise _factory_error(spec, err) from err
+
+
+def _factory_error(spec: str, err: BaseException) -> UserError:
+    hint = ""
+    if isinstance(err, TypeError) and "argument" in str(err):
+        hint = "; skiplab calls the factory with no arguments: give defaults to its parameters"
+    return UserError(
+        f"model {spec!r}: the factory raised {type(err).__name__}: {_first_line(err)}{hint} "
+        "(--debug shows its traceback)"
+    )
 
 
 def _input_kwargs(model: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -488,41 +715,122 @@ def _require_store(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run the CLI; user errors become one line on stderr and exit status 2
-    (with ``--debug``, anywhere on the line, they raise with their traceback)."""
+    """Entry point: run the CLI and map what it raises to one line and an exit status.
+
+    0: done. 2: a user error (a bad option, file or device, a disk that is full, a lock held
+    elsewhere) as ``skiplab: error: ...``. 1: an internal error, its type and message, and
+    ``--debug`` (anywhere on the line) re-raises it with its traceback. 130 / 143: Ctrl-C /
+    SIGTERM; the run in progress is marked ``interrupted`` and its checkpoint kept.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    previous = _on_sigterm()
+    try:
+        return _main(args, debug)
+    except KeyboardInterrupt as exc:  # one that arrived while an error was being reported
+        return _interrupted(exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: list[str], debug: bool) -> int:
+    try:
+        try:
+            with cli.make_context("skiplab", args) as ctx:
+                cli.invoke(ctx)
+        except click.exceptions.Exit as exc:
+            return int(exc.exit_code)
+        except BrokenPipeError:  # `skiplab runs | head`: the reader has what it wanted
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), sys.stdout.fileno())
+            return 0
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                raise exc.__cause__ from None
+            raise KeyboardInterrupt from None
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+    except Exception as exc:
+        if debug:
+            raise
+        message = _user_error(exc)
+        if message is not None:
+            _echo(f"skiplab: error: {printable(message)}")
+            return 2
+        _echo(
+            f"skiplab: internal error: {type(exc).__name__}: {printable(_first_line(exc))} "
+            "(rerun with --debug for the traceback)"
+        )
+        return 1
+    return 0
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The one-line message for an error the user can fix; ``None`` for an internal error."""
+    import errno
+    import sqlite3
+
+    from skiplab._files import LockedError
     from skiplab.claims import ExecutorError
     from skiplab.store import StoreError
     from skiplab.train import CheckpointError, DivergedError
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
+    if isinstance(exc, click.ClickException):
+        return exc.format_message()
+    if isinstance(exc, ValueError | StoreError | CheckpointError | DivergedError | LockedError):
+        return _first_line(exc)  # FileTargetError and ExecutorError are ValueErrors
+    if isinstance(exc, OSError):
+        hints = {
+            errno.ENOSPC: "the disk is full; free space or write elsewhere",
+            errno.EDQUOT: "the disk quota is exhausted; free space or write elsewhere",
+            errno.EACCES: "permission denied; check the path's permissions or choose another",
+            errno.EPERM: "not permitted; check the path's permissions or choose another",
+            errno.EROFS: "the file system is read-only; choose another path",
+            errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+            errno.EISDIR: "it is a directory; give a file path",
+            errno.EEXIST: "it already exists and is in the way; choose another path",
+            errno.ENOENT: "no such file or directory",
+            errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+            errno.ELOOP: "too many symbolic links; check the path",
+        }
+        hint = hints.get(exc.errno or 0)
+        if exc.filename is None and hint is None:
+            return None
+        where = "" if exc.filename is None else f"{exc.filename}: "
+        if exc.filename2 is not None:
+            where = f"{exc.filename} -> {exc.filename2}: "
+        return f"{where}{hint or exc.strerror or _first_line(exc)}"
+    if isinstance(exc, sqlite3.OperationalError):  # disk full, read-only, locked, unreadable
+        return f"results store: {_first_line(exc)} (check the disk and the --store file)"
+    if isinstance(exc, ExecutorError):
+        return _first_line(exc)
+    return None
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler, or
+    ``None`` when signals cannot be handled here (not the main thread)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the cleanup run
+        raise Terminated
+
     try:
-        cli.main(
-            args=args,
-            prog_name="skiplab",
-            standalone_mode=False,
-        )
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.Abort:
-        _echo("skiplab: aborted")
-        return 130
-    except click.ClickException as exc:
-        if debug:
-            raise
-        _echo(f"skiplab: error: {exc.format_message()}")
-        return 2
-    except (
-        ValueError, KeyError, StoreError, CheckpointError, DivergedError, FileNotFoundError,
-        ExecutorError,
-    ) as exc:  # fmt: skip
-        if debug:
-            raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _echo(f"skiplab: error: {msg}")
-        return 2
-    return 0
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def _interrupted(exc: BaseException) -> int:
+    if isinstance(exc, Terminated):
+        _echo("skiplab: terminated (SIGTERM); runs in progress are marked interrupted")
+        return 128 + signal.SIGTERM
+    if sys.stderr.isatty():
+        _echo("")  # the terminal's ^C echo has no newline
+    _echo("skiplab: interrupted; runs in progress are marked interrupted")
+    return 128 + signal.SIGINT
 
 
 def run() -> None:

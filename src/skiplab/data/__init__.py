@@ -8,7 +8,7 @@ by the ``mnist1d`` package and cached, digits ship with scikit-learn.
 """
 
 from ._base import FILES_DIR, Splits, get_dataset, list_datasets, register_dataset
-from ._errors import DataError
+from ._errors import DataError, DatasetOptionError
 from .cifar import flip_crop, load_cifar10, read_cifar10_batch
 from .cora import CORA_PATH, load_cora
 from .digits import load_digits
@@ -35,6 +35,7 @@ __all__ = [
     "MNIST_MEAN",
     "MNIST_STD",
     "DataError",
+    "DatasetOptionError",
     "GaussianMixture",
     "Splits",
     "adding_problem",

@@ -7,6 +7,7 @@ known ones.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import TensorDataset
+
+from ._errors import DatasetOptionError
 
 __all__ = [
     "FILES_DIR",
@@ -167,6 +170,7 @@ def get_dataset(name: str, **kw: Any) -> Splits:
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
+        DatasetOptionError: an option in ``kw`` that the loader does not take.
     """
     try:
         loader = _DATASETS[name]
@@ -174,4 +178,10 @@ def get_dataset(name: str, **kw: Any) -> Splits:
         raise ValueError(
             f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}"
         ) from None
+    params = inspect.signature(loader).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        unknown = sorted(set(kw) - set(accepted))
+        if unknown:
+            raise DatasetOptionError(name, unknown, accepted)
     return loader(**kw)
