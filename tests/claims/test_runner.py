@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,3 +263,84 @@ def test_a_stored_summary_reads_back_after_a_field_with_a_default_was_added():
     stored = {"by_width": {"4": [0.1]}, "inner": {"a": 1.0, "b": []}, "pairs": {}, "maybe": 2.0}
     back = _Outer.from_json(stored)  # no "score": written before the field existed
     assert back.score == 0.5 and back.maybe == 2.0
+
+
+_DRIVER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import toy_claim
+from toy_claim import Settings, ToyClaim
+from skiplab.claims import reproduce
+from skiplab.store import Store
+widths = tuple(int(w) for w in sys.argv[5].split(","))
+tiny = Settings(widths=widths, sleep_s=float(sys.argv[4]), pid_dir=sys.argv[3])
+ToyClaim.scales = dict(toy_claim.SCALES, tiny=tiny)
+with Store(sys.argv[2]) as store:
+    (out,) = reproduce([ToyClaim()], scale="tiny", store=store, seeds=int(sys.argv[6]),
+                       workdir=sys.argv[2] + ".work")
+print(json.dumps([out.status, out.executed, out.reused]), flush=True)
+"""
+
+
+def _driver(tmp_path, store_path, pid_dir, sleep_s, widths=(4, 32), seeds=2):
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    here = str(Path(__file__).parent)
+    args = [str(store_path), str(pid_dir), str(sleep_s), ",".join(map(str, widths)), str(seeds)]
+    return subprocess.Popen([sys.executable, str(script), here, *args], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+
+
+def _started(pid_dir):
+    """(width, seed) of every run started, once per start."""
+    return sorted(tuple(p.name.split("-")[:2]) for p in pid_dir.glob("*.pid"))
+
+
+def test_two_reproductions_of_one_store_run_each_run_once(tmp_path):
+    """Two ``reproduce`` without ``force`` at once: every run is executed by one of them, and
+    the other waits for it and reuses it."""
+    store_path, pid_dir = tmp_path / "s.sqlite", tmp_path / "pids"
+    pid_dir.mkdir()
+    procs = [_driver(tmp_path, store_path, pid_dir, 1.0) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert _started(pid_dir) == sorted({("32", "0"), ("32", "1"), ("4", "0"), ("4", "1")})
+    assert [status for status, _, _ in outs] == ["holds", "holds"]
+    assert sum(executed for _, executed, _ in outs) == 4
+    assert all(executed + reused == 4 for _, executed, reused in outs)
+    with Store(store_path) as store:
+        runs = store.runs(claim="X01")
+        assert len(runs) == 4 and {r.status for r in runs} == {"completed"}
+        verdicts = store._conn.execute("SELECT run_ids FROM verdicts").fetchall()
+        assert len(verdicts) == 2 and verdicts[0] == verdicts[1]  # the same runs behind both
+
+
+def test_a_run_whose_driver_was_killed_while_another_waited_is_run_by_the_waiter(toy, tmp_path):
+    store_path, pid_dir = tmp_path / "s.sqlite", tmp_path / "pids"
+    pid_dir.mkdir()
+    first = _driver(tmp_path, store_path, pid_dir, 3.0, widths=(4,), seeds=1)
+    try:
+        deadline = time.time() + 60
+        while not list(pid_dir.glob("*.pid")) and time.time() < deadline:
+            time.sleep(0.05)
+        assert _started(pid_dir) == [("4", "0")], "the first driver never started its run"
+        lines = []
+
+        def log(line):
+            lines.append(line)
+            if "another process" in line and first.poll() is None:
+                os.kill(first.pid, signal.SIGKILL)  # it dies while this driver waits for it
+                first.wait()
+
+        with Store(store_path) as store:
+            (out,) = reproduce([toy(widths=(4,), sleep_s=3.0, pid_dir=str(pid_dir))],
+                               scale="tiny", store=store, workdir=tmp_path / "w", seeds=1,
+                               log=log)  # fmt: skip
+            assert any("another process" in line for line in lines), lines
+            assert out.status == "holds" and (out.executed, out.reused) == (1, 0)
+            statuses = sorted(r.status for r in store.runs(claim="X01"))
+            assert statuses == ["completed", "interrupted"]  # the killed one says so
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert _started(pid_dir) == [("4", "0"), ("4", "0")]

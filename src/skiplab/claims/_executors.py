@@ -3,6 +3,8 @@
 Every executor takes :class:`~skiplab.claims._runner.RunSpec` s and yields
 :class:`~skiplab.claims._runner.RunOutcome` s as they finish; none writes the store (the driver
 does), so workers need no shared filesystem and a worker that dies loses only its own run.
+Right before a spec is dispatched the executor asks the driver's ``start(spec)``; a spec it
+refuses (stored meanwhile, or being run by another process) is skipped.
 
 - :class:`SerialExecutor`: one run after another in this process.
 - :class:`LocalExecutor`: a pool of worker processes, one single-threaded worker per core on
@@ -30,6 +32,8 @@ from typing import Any
 from skiplab.claims._runner import RunOutcome, RunSpec, execute
 
 EXECUTORS = ("serial", "local", "ray")
+#: The driver's answer, right before a spec is dispatched, to whether it should run here.
+Start = Callable[[RunSpec], bool]
 
 __all__ = [
     "EXECUTORS",
@@ -67,8 +71,9 @@ class Executor(ABC):
     workers: int = 1
 
     @abstractmethod
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
-        """Execute every spec; yield one outcome per spec."""
+    def run(self, specs: Sequence[RunSpec], start: Start | None = None) -> Iterator[RunOutcome]:
+        """Execute every spec ``start`` accepts when asked right before its dispatch (every
+        spec without ``start``); yield one outcome per executed spec."""
 
     def describe(self) -> str:
         return f"{self.name} executor, {self.workers} worker(s)"
@@ -82,9 +87,10 @@ class SerialExecutor(Executor):
 
     name = "serial"
 
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+    def run(self, specs: Sequence[RunSpec], start: Start | None = None) -> Iterator[RunOutcome]:
         for spec in specs:
-            yield execute(spec)
+            if start is None or start(spec):
+                yield execute(spec)
 
 
 def _serve(conn: Any, gpu: str | None) -> None:
@@ -171,7 +177,7 @@ class LocalExecutor(Executor):
             raise ExecutorError(f"--workers must be >= 1, got {self.workers}")
         self.retries = retries
 
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+    def run(self, specs: Sequence[RunSpec], start: Start | None = None) -> Iterator[RunOutcome]:
         # spawn, not fork: a forked child of a process that has started torch's thread pools
         # (or CUDA) can deadlock.
         ctx = mp.get_context("spawn")
@@ -182,9 +188,13 @@ class LocalExecutor(Executor):
         try:
             while todo or any(w.spec is not None for w in pool):
                 for w in pool:
-                    if w.spec is None and todo:
-                        w.give(todo.popleft())
+                    while w.spec is None and todo:
+                        nxt = todo.popleft()
+                        if start is None or start(nxt):  # a retried run is its own again
+                            w.give(nxt)
                 busy = [w for w in pool if w.spec is not None]
+                if not busy:  # start refused every spec left
+                    break
                 ready = set(mp_wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
                 for i, w in enumerate(pool):
                     spec = w.spec
@@ -262,9 +272,10 @@ class RayExecutor(Executor):
             options["num_gpus"] = 1
         self.task = ray.remote(execute).options(**options)
 
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+    def run(self, specs: Sequence[RunSpec], start: Start | None = None) -> Iterator[RunOutcome]:
         ray = self.ray
-        refs = {self.task.remote(spec): spec for spec in specs}  # longest first, in order
+        accepted = [spec for spec in specs if start is None or start(spec)]
+        refs = {self.task.remote(spec): spec for spec in accepted}  # longest first, in order
         pending = list(refs)
         try:
             while pending:
@@ -398,6 +409,15 @@ class Progress:
             rate = self.wall_done[claim] / done if done else overall
             total += cost * rate
         return total / self.workers
+
+    def skip(self, spec: RunSpec) -> None:
+        """A run counted in the totals that will not execute here (another process ran it)."""
+        self.total -= 1
+        self.totals[spec.claim] = self.totals.get(spec.claim, 0) - 1
+        self.cost_left[spec.claim] = self.cost_left.get(spec.claim, 0.0) - spec.cost
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
 
     def done(self, spec: RunSpec, result: RunOutcome) -> None:
         self.count += 1

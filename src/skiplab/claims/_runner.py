@@ -9,6 +9,12 @@ Identity. A run's key is a hash of (claim id, claim version, scale, settings, co
 changing a setting changes the key, so a stale result is never reused, and rerunning an
 interrupted reproduction executes only the runs that are not stored.
 
+One run, one process. Right before a run is dispatched the driver claims its key in the store
+(:meth:`~skiplab.store.Store.claim_run`): a run stored meanwhile is reused, a run another live
+process is executing is not started again (the driver waits for it and reuses its result, or
+runs it itself if that process dies), so two reproductions of one store split the work.
+``force`` ignores stored and running runs alike.
+
 Workers measure, the driver writes. :func:`execute` runs one spec wherever the executor put it
 (in process, a pool worker, a Ray task) and returns a :class:`RunOutcome` with the numbers and
 the buffered per-step metrics; only the driver touches the store, so no shared filesystem is
@@ -49,6 +55,8 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 M = TypeVar("M", bound=nn.Module)
 
+#: Seconds between two looks at the runs another process is executing for this one.
+WAIT_POLL_S = 0.5
 #: ``run.fit`` checkpoints a training run this often, so a long run killed mid-way resumes
 #: from its last checkpoint (short runs finish before the first one is due).
 CHECKPOINT_EVERY_S = 60.0
@@ -529,17 +537,7 @@ def reproduce(
     by_key = {s.key: s for s in specs}
     job_of = {key: job for job in jobs.values() for key in job.missing}
     try:
-        for result in executor.run(specs):
-            spec, job = by_key[result.key], job_of[result.key]
-            run_id = _record(store, spec, result)
-            job.missing.discard(spec.key)
-            if result.status == "failed":
-                job.failed.append(f"{spec.name}: {_last_line(result.error)}")
-            else:
-                job.ids[spec.key] = run_id
-            meter.done(spec, result)
-            if not job.missing:
-                outcomes[spec.claim, job.seedset] = _decide(job, store, scale, say)
+        _Dispatch(store, job_of, by_key, outcomes, meter, scale, force, say).run(executor)
     finally:
         meter.close()
     for claim in claims:
@@ -609,13 +607,108 @@ def _plan(
     return job, specs
 
 
+class _Dispatch:
+    """Executes a reproduction's runs: claims each run's key in the store right before its
+    dispatch, records what comes back, and waits for the runs other processes execute."""
+
+    def __init__(
+        self,
+        store: Store,
+        job_of: dict[str, _Job],
+        by_key: dict[str, RunSpec],
+        outcomes: dict[tuple[str, str], Outcome],
+        meter: Any,
+        scale: str,
+        force: bool,
+        say: Callable[[str], None],
+    ) -> None:
+        self.store, self.job_of, self.by_key, self.outcomes = store, job_of, by_key, outcomes
+        self.meter, self.scale, self.force, self.say = meter, scale, force, say
+        self.claimed: dict[str, int] = {}  # key -> this process's running row of it
+        self.waiting: dict[str, int] = {}  # key -> the running row of another live process
+
+    def run(self, executor: Executor) -> None:
+        todo = list(self.by_key.values())  # longest first, as planned
+        try:
+            while todo:
+                for result in executor.run(todo, start=self.start):
+                    spec = self.by_key[result.key]
+                    claimed = self.claimed.pop(spec.key, None)
+                    run_id = _record(self.store, spec, result, claimed)
+                    self.meter.done(spec, result)
+                    failed = result.status == "failed"
+                    self.settle(spec, run_id, _last_line(result.error) if failed else None)
+                todo = self.await_others()
+        finally:
+            for run_id in self.claimed.values():  # the reproduction stopped (an error, ^C)
+                self.store.finish_run(run_id, "interrupted", error="its reproduction stopped")
+
+    def start(self, spec: RunSpec) -> bool:
+        """Whether this process runs ``spec`` now (the executor asks right before dispatch)."""
+        got = self.store.claim_run(
+            spec.key, spec.name, "claim", _config(spec), claim=spec.claim, scale=spec.scale,
+            seed=spec.seed, reuse=not self.force,
+        )  # fmt: skip
+        self.waiting.pop(spec.key, None)
+        if got.state == "run":
+            self.claimed[spec.key] = got.run_id
+            return True
+        if got.state == "busy":
+            self.waiting[spec.key] = got.run_id
+        else:  # stored by another process since this one planned
+            self.job_of[spec.key].reused += 1
+            self.meter.skip(spec)
+            self.settle(spec, got.run_id)
+        return False
+
+    def settle(self, spec: RunSpec, run_id: int | None, failure: str | None = None) -> None:
+        """Count ``spec`` in (stored as ``run_id``, or failed), and decide its claim when it
+        was the claim's last run."""
+        job = self.job_of[spec.key]
+        job.missing.discard(spec.key)
+        if failure is not None:
+            job.failed.append(f"{spec.name}: {failure}")
+        elif run_id is not None:
+            job.ids[spec.key] = run_id
+        if not job.missing:
+            self.outcomes[spec.claim, job.seedset] = _decide(job, self.store, self.scale, self.say)
+
+    def await_others(self) -> list[RunSpec]:
+        """Wait for the runs other processes are executing.
+
+        A run that completes there is reused (:meth:`start` finds it stored), one that fails
+        there fails here too, and one whose process died is claimed here: those are returned,
+        to run.
+        """
+        if self.waiting:
+            self.say(f"waiting for {len(self.waiting)} run(s) being executed by another process")
+        while self.waiting:
+            time.sleep(WAIT_POLL_S)
+            todo = []
+            for key, run_id in list(self.waiting.items()):
+                if self.store.is_live(run_id):
+                    continue
+                spec, row = self.by_key[key], self.store.run(run_id)
+                if row.status == "failed":
+                    del self.waiting[key]
+                    self.meter.skip(spec)
+                    self.settle(spec, None, f"failed in another process: {_last_line(row.error)}")
+                elif self.start(spec):
+                    self.say(f"{spec.name}: the process running it died; running it here")
+                    todo.append(spec)
+            if todo:
+                return todo
+        return []
+
+
 def _condition_key(condition: Any) -> str:
     """A condition as the JSON text the store keeps in a run's config."""
     return json.dumps(_plain(condition), sort_keys=True, default=repr)
 
 
-def _record(store: Store, spec: RunSpec, result: RunOutcome) -> int:
-    config = {
+def _config(spec: RunSpec) -> dict[str, Any]:
+    """A claim run's config as the store keeps it."""
+    return {
         "claim": spec.claim,
         "scale": spec.scale,
         "settings": _plain(spec.settings),
@@ -623,12 +716,17 @@ def _record(store: Store, spec: RunSpec, result: RunOutcome) -> int:
         "seed": spec.seed,
         "device": spec.device,
         "threads": spec.threads,
-        "worker": result.worker,
     }
+
+
+def _record(store: Store, spec: RunSpec, result: RunOutcome, claimed: int | None) -> int:
+    """Store a finished run whole, into the row ``claimed`` for it when there is one."""
+    config = {**_config(spec), "worker": result.worker}
     return store.record_run(
         spec.name, "claim", config, status=result.status, started=result.started,
-        wall_s=result.wall_s, cpu_s=result.cpu_s, claim=spec.claim, scale=spec.scale, seed=spec.seed, key=spec.key,
-        metrics=result.metrics, results=result.values, error=result.error,
+        wall_s=result.wall_s, cpu_s=result.cpu_s, claim=spec.claim, scale=spec.scale,
+        seed=spec.seed, key=spec.key, metrics=result.metrics, results=result.values,
+        error=result.error, claimed=claimed,
     )  # fmt: skip
 
 
