@@ -15,11 +15,12 @@ file is left byte for byte as it was. A store written before the schema had a nu
 with no tables at all (a new or 0-byte file) is initialised.
 
 Readers. ``Store(path, readonly=True)`` (``skiplab runs``, ``skiplab report``) never writes:
-no schema script, no migration, no recovery, no lock file, no ``-wal``/``-shm`` created. While
-no writer has the file open (no ``-wal`` beside it) it reads the file as an immutable
-snapshot, and rereads through SQLite's normal read-only path if a writer appears; so it works
-on a read-only mount. An unmigrated store reads as if migrated (missing columns read as their
-defaults).
+no schema script, no migration, no recovery (a dead run still reads ``running`` until a writer
+opens the store), no lock file. While no writer has the file open (no ``-wal`` beside it) it
+reads the file as an immutable snapshot and creates nothing, so it works on a read-only
+mount; once a writer appears it rereads through SQLite's read-only path, which uses that
+writer's ``-wal``/``-shm`` (SQLite leaves them in place if this reader outlives the writer).
+An unmigrated store reads as if migrated (missing columns read as their defaults).
 
 A run is all or nothing. :meth:`Store.log_metrics` buffers a run's metrics in this process and
 :meth:`Store.finish_run` commits them together with the final status and results in one
@@ -34,12 +35,14 @@ live run for a dead one. Opening a writer marks ``running`` runs ``interrupted``
 their rows) only when their owner's lock file exists and is not locked; a run whose lock file
 is not there (another file-system view, an owner written by an older skiplab as host:pid) is
 left alone. A run marked ``interrupted`` while its process still ran is corrected when that
-process finishes it. Lock files of owners that are gone are removed.
+process finishes it. Lock files of owners that are gone are removed (the ``.owners``
+directory stays).
 
 Claim runs. :meth:`Store.claim_run` gives one run identity (``key``) to one live process at a
 time: it answers with a reusable stored run, with the running row of another live process
 (the caller waits for it), or with a new ``running`` row of this process, which
-:meth:`Store.record_run` fills when the result arrives.
+:meth:`Store.record_run` fills when the result arrives. A running row whose owner cannot be
+checked does not hold its key back (its end could never be seen).
 """
 
 from __future__ import annotations
