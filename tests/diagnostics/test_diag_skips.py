@@ -95,11 +95,14 @@ class Untraceable(nn.Module):
         return self.blocks(x)
 
 
-def test_fallback_to_hooks_says_so():
+def test_fx_failure_is_said_and_the_recorded_forward_pass_finds_the_skips():
     report = find_skips(Untraceable(), (torch.randn(2, 4),))
-    assert report.method == "module hooks"
-    assert "torch.fx tracing failed" in report.note and "Residual" in report.note
-    assert [m.name for m in report.merges] == ["blocks.0", "blocks.1"]
+    assert report.method == "forward" and report.traced is None
+    assert "torch.fx tracing failed" in report.note
+    assert [(m.module, m.method) for m in report.merges] == [
+        ("blocks.0", "forward"),
+        ("blocks.1", "forward"),
+    ]
     assert all(math.isfinite(m.ratio) for m in report.merges)
 
 

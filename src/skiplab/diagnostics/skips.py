@@ -1,33 +1,56 @@
 """Find the skips of any ``nn.Module``: residual adds, concatenations and gated mixes.
 
-The model is traced with ``torch.fx`` by a tracer that runs every operation on the real example
-inputs while it records the graph, so shape checks and other Python control flow on concrete
-values trace (plain ``symbolic_trace`` refuses them), and every node's value is known: the norms
-of a merge's two operands come with the graph. Where tracing still fails (data-dependent loops,
-unsupported calls), discovery falls back to forward hooks on skiplab's own
-:class:`~skiplab.nn.Residual` blocks and says so in :attr:`SkipReport.method` and ``note``.
+Two methods look at the model, and :class:`Merge` says which one found each merge:
 
-A merge is a skip when its operands share an earlier tensor (the fork) and the *shortcut*
-operand passes through fewer weight layers after the fork than the *branch* operand does; an
-add whose branch holds no parameterised layer (``x + 0.044715 * x**3`` inside a GELU) is not a
-skip.
+* **forward** (always): one real forward pass ``model(*inputs, **kwargs)`` is recorded op by op
+  under a :class:`torch.overrides.TorchFunctionMode`, with the stack of running modules (see
+  :mod:`skiplab.diagnostics._record`). Nothing is traced symbolically, so data-dependent control
+  flow, keyword inputs, ``ModelOutput`` returns, in-place ops and PyG message passing work:
+  ``transformers`` and PyG models included.
+* **fx** (where it traces): the model is traced with ``torch.fx`` by a tracer that runs every
+  operation on the real example inputs while it records the graph, so shape checks and other
+  Python control flow on concrete values trace, and every node's value is known. Its graph is what
+  path analysis (:func:`~skiplab.diagnostics.graph_paths`) and the gradient split need, so where
+  it traces, its merges are reported (``method == "fx"``, names are nodes of
+  :attr:`SkipReport.traced`), each matched with the forward pass's merge of the same kind and
+  owner; a merge only one method found is kept and named in :attr:`SkipReport.note`.
+
+A merge is an add, a concatenation (``cat``/``stack``) or a ``lerp`` of tensors that all depend
+on the inputs. It is a skip when its operands share an earlier tensor (the fork) and the
+*shortcut* operand passes through fewer weight layers after the fork than the *branch* operand
+does, the branch holding at least one parameterised op; an add whose branch holds no
+parameterised layer (``x + 0.044715 * x**3`` inside a GELU) is not a skip, nor are adds of
+something that does not depend on the input (a bias, position embeddings, an attention mask from
+``arange``). In the recorded forward pass, message passing (an op that indexes the data with an
+integer tensor from another input, such as ``edge_index``) counts as a branch op too: GCNII's
+first-layer initial residual ``(1 - alpha) P x0 + alpha x0`` has no parameter on its branch, only
+propagation along the graph.
+
+Kinds: ``"residual"`` (an add; ``scale`` says whether an operand is multiplied by a parameter or a
+constant: ``"branch"`` for LayerScale, ReZero, SkipInit or ``x + alpha * f(x)``, ``"both"`` for a
+fixed mix such as GCNII's ``(1 - alpha) h + alpha x0``), ``"gated"`` (an add of sigmoid-weighted
+terms, ``torch.lerp``) and ``"concat"``. A merge's **owner** (:attr:`Merge.module`) is the
+innermost module whose ``forward`` performed the merge op, by qualified name: ``transformer.h.3``
+for GPT-2's two adds, ``encoder.layer.0.attention.output`` for BERT's attention add (BERT adds in
+its output modules, before their LayerNorm).
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 import torch.fx as fx
 from torch import nn
 
+from skiplab.diagnostics._flow import FlowGraph
 from skiplab.diagnostics._probe import batch_statistics, eval_mode
-from skiplab.nn import Residual
+from skiplab.diagnostics._record import Node, Recording, record
 
 _ADD_FUNCS: set[Any] = {operator.add, operator.iadd, torch.add}
 _CAT_FUNCS: set[Any] = {torch.cat, torch.concat, torch.concatenate}
@@ -53,6 +76,7 @@ class _ValueTracer(fx.Tracer):
         super().__init__()
         self.values: dict[fx.Node, Any] = {}
         self._inputs: list[Any] = []
+        self._kwargs: dict[str, Any] = {}
         self._plain_getattr = False
 
     def _real(self, a: Any) -> Any:
@@ -77,6 +101,8 @@ class _ValueTracer(fx.Tracer):
 
     def _compute(self, kind: str, target: Any, rargs: Any, rkwargs: Any) -> Any:
         if kind == "placeholder":
+            if str(target) in self._kwargs:
+                return self._kwargs[str(target)]
             i = sum(n.op == "placeholder" for n in self.values)
             return self._inputs[i] if i < len(self._inputs) else (rargs[0] if rargs else None)
         if kind == "get_attr":
@@ -125,14 +151,18 @@ class Traced:
         return str(path[0] if isinstance(path, tuple) else path)
 
 
-def trace(model: nn.Module, inputs: Sequence[Any]) -> Traced:
-    """Trace ``model`` on ``inputs`` with ``torch.fx``, keeping every node's value (no grad).
+def trace(
+    model: nn.Module, inputs: Sequence[Any], kwargs: Mapping[str, Any] | None = None
+) -> Traced:
+    """Trace ``model`` on ``inputs`` (and keyword ``kwargs``, matched to the placeholders of
+    ``forward``'s arguments by name) with ``torch.fx``, keeping every node's value (no grad).
 
     Raises:
-        Exception: whatever tracing raised (callers fall back to hooks).
+        Exception: whatever tracing raised (callers use the recorded forward pass alone).
     """
     tracer = _ValueTracer()
     tracer._inputs = list(inputs)
+    tracer._kwargs = dict(kwargs or {})
     with torch.no_grad():
         graph = tracer.trace(model)
     return Traced(graph, tracer.values, model)
@@ -143,9 +173,12 @@ class Merge:
     """One skip found in a model.
 
     Args:
-        kind: ``"residual"`` (an add), ``"concat"`` or ``"gated"`` (an add of gate-weighted terms).
-        name: the graph node (or block) where the merge happens.
-        module: qualified name of the module that performs it.
+        kind: ``"residual"`` (an add), ``"concat"`` or ``"gated"`` (an add of gate-weighted terms,
+            a ``lerp``).
+        name: the graph node where the merge happens (of :attr:`SkipReport.traced` when
+            ``method == "fx"``, of :attr:`SkipReport.recording` when ``"forward"``).
+        module: the owner: qualified name of the innermost module whose ``forward`` performed
+            the merge op ("" for the root model).
         shortcut: what the shortcut operand is (node name) and ``branch`` the branch operand.
         shortcut_layers, branch_layers: weight layers between the fork and each operand.
         shortcut_norm, branch_norm: mean per-example L2 norm of each operand (for a gated mix,
@@ -153,6 +186,17 @@ class Merge:
         ratio: ``branch_norm / shortcut_norm``.
         shape: shape of the merge output.
         fork: the graph node both operands come from.
+        method: ``"fx"`` or ``"forward"``: which method's graph ``name``, ``shortcut``, ``branch``
+            and ``fork`` are nodes of (an fx merge was also found by the forward pass unless
+            :attr:`SkipReport.note` says otherwise).
+        branch_module: the module holding the branch's weight layers: the owner's child that
+            contains all of them (GPT-2: ``transformer.h.0.attn``, ``transformer.h.0.mlp``), or
+            the deepest module containing them where that is not inside the owner (BERT's
+            attention add: ``encoder.layer.0.attention``); ``shortcut_module`` the same for the
+            shortcut ("" for an identity shortcut). From the forward pass.
+        scale: ``"branch"``, ``"shortcut"`` or ``"both"`` when that operand of a residual add is
+            a product with a parameter or a Python constant (LayerScale, ReZero, GCNII's
+            ``(1 - alpha) h + alpha x0``), "" otherwise. From the forward pass.
     """
 
     kind: str
@@ -167,6 +211,10 @@ class Merge:
     ratio: float
     shape: list[int] = field(default_factory=list)
     fork: str = ""
+    method: str = ""
+    branch_module: str = ""
+    shortcut_module: str = ""
+    scale: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,15 +226,19 @@ class SkipReport:
 
     Args:
         merges: the skips, in forward order.
-        method: ``"torch.fx"`` or ``"module hooks"`` (the fallback).
-        note: why the fallback was used, empty when tracing worked.
+        method: ``"torch.fx"`` when the model traced (its merges are fx's, matched with the
+            forward pass's) or ``"forward"`` when only the recorded forward pass was used.
+        note: why torch.fx was not used, and any merge only one of the two methods found;
+            empty when both traced and agreed.
         traced: the trace, when ``method`` is ``"torch.fx"`` (for path analysis).
+        recording: the recorded forward pass (every node's value is kept).
     """
 
     merges: list[Merge]
     method: str
     note: str = ""
     traced: Traced | None = None
+    recording: Recording | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -353,6 +405,56 @@ def _classify(g: _Graph, node: fx.Node) -> tuple[str, list[fx.Node]] | None:
     return None
 
 
+N = TypeVar("N")
+
+
+class _Paths(Protocol[N]):
+    """What the skip rule asks of a graph: fx's :class:`_Graph` and the recorded ``FlowGraph``."""
+
+    def fork(self, a: N, b: N) -> N | None: ...
+    def layers_between(self, fork: N, n: N) -> tuple[int, int]: ...
+    def keeps_rank(self, fork: N, n: N) -> bool: ...
+
+
+@dataclass
+class _Pair(Generic[N]):
+    """The shortcut and branch operands of a skip, their (weight, parameterised) layer counts
+    from the fork, and the fork."""
+
+    short: N
+    short_layers: tuple[int, int]
+    branch: N
+    branch_layers: tuple[int, int]
+    fork: N
+
+
+def _best_pair(g: _Paths[N], ops: Sequence[N]) -> _Pair[N] | None:
+    """The operand pair that makes the merge a skip (the module docstring's rule), or None.
+
+    Of several pairs (a concat of many tensors), the one whose branch has the most parameterised
+    ops more than its shortcut.
+    """
+    scored: list[_Pair[N]] = []
+    for i, a in enumerate(ops):
+        for b in ops[i + 1 :]:
+            fork = g.fork(a, b)
+            if fork is None:
+                continue
+            la = (0, 0) if a == fork else g.layers_between(fork, a)
+            lb = (0, 0) if b == fork else g.layers_between(fork, b)
+            (short, ls), (branch, lbr) = sorted(((a, la), (b, lb)), key=lambda t: t[1])
+            if lbr[1] > 0 and ls < lbr and g.keeps_rank(fork, short):
+                scored.append(_Pair(short, ls, branch, lbr, fork))
+    if not scored:
+        return None
+    return max(scored, key=lambda p: p.branch_layers[1] - p.short_layers[1])
+
+
+def _norms(short: Any, branch: Any) -> tuple[float, float, float]:
+    sn, bn = _per_example_norm(short), _per_example_norm(branch)
+    return sn, bn, (bn / sn if sn > 0 else math.inf)
+
+
 def merges_in(traced: Traced) -> list[Merge]:
     """Every skip merge in a traced graph (see the module docstring for the rule)."""
     g = _Graph(traced)
@@ -366,88 +468,119 @@ def merges_in(traced: Traced) -> list[Merge]:
             # compare what the gates weigh, not the gate-weighted terms: the gate itself is
             # computed from both and would be their latest common ancestor
             ops = [g.ungated(o) for o in ops]
-        scored = []
-        forks: dict[tuple[fx.Node, fx.Node], fx.Node] = {}
-        for i, a in enumerate(ops):
-            for b in ops[i + 1 :]:
-                fork = g.fork(a, b)
-                if fork is None:
-                    continue
-                forks[(a, b)] = fork
-                la, lb = g.layers_between(fork, a), g.layers_between(fork, b)
-                if a is fork:
-                    la = (0, 0)
-                if b is fork:
-                    lb = (0, 0)
-                (short, ls), (branch, lbr) = sorted(((a, la), (b, lb)), key=lambda t: t[1])
-                if lbr[1] > 0 and ls < lbr and g.keeps_rank(fork, short):
-                    scored.append((short, ls, branch, lbr, fork))
-        if not scored:
+        pair = _best_pair(g, ops)
+        if pair is None:
             continue
-        short, ls, branch, lbr, fork = max(scored, key=lambda s: s[3][1] - s[1][1])
-        sv, bv = traced.values[short], traced.values[branch]
-        sn, bn = _per_example_norm(sv), _per_example_norm(bv)
+        sn, bn, ratio = _norms(traced.values[pair.short], traced.values[pair.branch])
         out = traced.values.get(node)
         found.append(
             Merge(
                 kind=kind, name=node.name, module=traced.module_of(node),
-                shortcut=short.name, branch=branch.name,
-                shortcut_layers=ls[0], branch_layers=lbr[0],
-                shortcut_norm=sn, branch_norm=bn,
-                ratio=bn / sn if sn > 0 else math.inf,
+                shortcut=pair.short.name, branch=pair.branch.name,
+                shortcut_layers=pair.short_layers[0], branch_layers=pair.branch_layers[0],
+                shortcut_norm=sn, branch_norm=bn, ratio=ratio,
                 shape=list(out.shape) if isinstance(out, torch.Tensor) else [],
-                fork=fork.name,
+                fork=pair.fork.name, method="fx",
             )
         )  # fmt: skip
     return found
 
 
-def _hook_merges(model: nn.Module, inputs: Sequence[Any]) -> list[Merge]:
-    """Fallback: skiplab ``Residual`` blocks observed through forward hooks."""
-    seen: dict[str, dict[str, torch.Tensor]] = {}
-    handles = []
+def _scale(g: FlowGraph, kind: str, pair: _Pair[int]) -> str:
+    if kind != "residual":
+        return ""
+    short, branch = g.is_scaled(pair.short), g.is_scaled(pair.branch)
+    return {(True, True): "both", (False, True): "branch", (True, False): "shortcut"}.get(
+        (short, branch), ""
+    )
 
-    def grab(block: str, part: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-            seen.setdefault(block, {})[part] = out.detach()
 
-        return hook
+def _forward_merge(g: FlowGraph, node: Node, kind: str, pair: _Pair[int]) -> Merge:
+    values, nodes = g.rec.values, g.nodes
+    sn, bn, ratio = _norms(values[pair.short], values[pair.branch])
+    return Merge(
+        kind=kind, name=node.name, module=node.module,
+        shortcut=nodes[pair.short].name, branch=nodes[pair.branch].name,
+        shortcut_layers=pair.short_layers[0], branch_layers=pair.branch_layers[0],
+        shortcut_norm=sn, branch_norm=bn, ratio=ratio, shape=list(node.shape),
+        fork=nodes[pair.fork].name, method="forward",
+        branch_module=g.holder(pair.fork, pair.branch, node.module),
+        shortcut_module=g.holder(pair.fork, pair.short, node.module),
+        scale=_scale(g, kind, pair),
+    )  # fmt: skip
 
-    try:
-        for name, m in model.named_modules():
-            if isinstance(m, Residual) and m.shortcut is not None:
-                handles.append(m.shortcut.register_forward_hook(grab(name, "shortcut")))
-                handles.append(m.drop_path.register_forward_hook(grab(name, "branch")))
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    merges = []
-    for name, parts in seen.items():
-        sn, bn = _per_example_norm(parts["shortcut"]), _per_example_norm(parts["branch"])
-        merges.append(
-            Merge(
-                "residual", name, name, f"{name}.shortcut", f"{name}.branch", 0, 1, sn, bn,
-                bn / sn if sn > 0 else math.inf, list(parts["branch"].shape),
+
+def forward_merges(rec: Recording) -> list[Merge]:
+    """Every skip merge in a recorded forward pass (see the module docstring for the rule)."""
+    g = FlowGraph(rec)
+    found: list[Merge] = []
+    for node in rec.nodes:
+        hit = g.candidate(node.index)
+        if hit is None:
+            continue
+        kind, ops = hit
+        if kind == "gated":
+            ops = [g.ungated(o) for o in ops]
+        pair = _best_pair(g, ops)
+        if pair is not None:
+            found.append(_forward_merge(g, node, kind, pair))
+    return found
+
+
+def _where(merges: Sequence[Merge]) -> str:
+    return ", ".join(f"{m.kind} in {m.module or '(root)'}" for m in merges)
+
+
+def _closest(m: Merge, candidates: list[Merge]) -> int:
+    """The candidate with the same operand norms as ``m`` (the same values: the first one where
+    dropout makes them differ)."""
+    for i, c in enumerate(candidates):
+        same = [math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-8) for a, b in
+                ((m.shortcut_norm, c.shortcut_norm), (m.branch_norm, c.branch_norm))]  # fmt: skip
+        if all(same) and c.shape == m.shape:
+            return i
+    return 0
+
+
+def _combine(fx_merges: list[Merge], forward: list[Merge]) -> tuple[list[Merge], str]:
+    """fx's merges, each completed from the forward pass's merge of the same kind and owner (in
+    order), then the forward pass's merges fx did not find; and a note naming the differences."""
+    waiting: dict[tuple[str, str], list[Merge]] = {}
+    for m in forward:
+        waiting.setdefault((m.kind, m.module), []).append(m)
+    merged, fx_only = [], []
+    for m in fx_merges:
+        same = waiting.get((m.kind, m.module))
+        if not same:
+            fx_only.append(m)
+            merged.append(m)
+            continue
+        f = same.pop(_closest(m, same))
+        merged.append(
+            replace(
+                m, branch_module=f.branch_module, shortcut_module=f.shortcut_module, scale=f.scale
             )
-        )  # fmt: skip
-    return merges
+        )
+    left = {id(m) for ms in waiting.values() for m in ms}
+    forward_only = [m for m in forward if id(m) in left]
+    notes = []
+    if forward_only:
+        notes.append(f"found only in the recorded forward pass: {_where(forward_only)}")
+    if fx_only:
+        notes.append(f"found only by torch.fx: {_where(fx_only)}")
+    return merged + forward_only, "; ".join(notes)
 
 
-def find_skips(model: nn.Module, inputs: Sequence[Any], *, mode: str = "batch") -> SkipReport:
-    """Find every skip of ``model`` on example ``inputs`` (no gradients, no buffer updates).
+def _fx_failed(err: Exception) -> str:
+    first = str(err).splitlines()[0][:160] if str(err) else ""
+    return (
+        f"torch.fx tracing failed ({type(err).__name__}: {first}); "
+        "merges from the recorded forward pass"
+    )
 
-    Args:
-        model: any ``nn.Module``.
-        inputs: positional inputs of one forward call.
-        mode: ``"batch"`` (training mode, batch-norm on batch statistics, nothing updated: the
-            right view at init) or ``"eval"`` (eval mode: a trained model as it is evaluated).
 
-    Returns:
-        a :class:`SkipReport`; ``method`` says whether ``torch.fx`` tracing worked or the
-        module-hook fallback (which sees only skiplab ``Residual`` blocks) was used.
-    """
+@contextmanager
+def _discovery_mode(model: nn.Module, mode: str) -> Iterator[None]:
     if mode not in ("batch", "eval"):
         raise ValueError(f"mode must be 'batch' or 'eval', got {mode!r}")
     with ExitStack() as stack:
@@ -455,12 +588,41 @@ def find_skips(model: nn.Module, inputs: Sequence[Any], *, mode: str = "batch") 
             stack.enter_context(batch_statistics(model))
         else:
             stack.enter_context(eval_mode(model))
+        yield
+
+
+def find_skips(
+    model: nn.Module,
+    inputs: Sequence[Any] = (),
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    mode: str = "batch",
+    use_fx: bool = True,
+) -> SkipReport:
+    """Find every skip of ``model`` on example inputs (no gradients, no buffer updates).
+
+    Args:
+        model: any ``nn.Module`` (``transformers`` and PyG models included).
+        inputs: positional inputs of one forward call.
+        kwargs: keyword inputs of that call (``attention_mask=...``, ``decoder_input_ids=...``).
+        mode: ``"batch"`` (training mode, batch-norm on batch statistics, nothing updated: the
+            right view at init) or ``"eval"`` (eval mode: a trained model as it is evaluated).
+        use_fx: also trace with ``torch.fx`` where it works (its graph feeds path analysis);
+            False uses the recorded forward pass alone.
+
+    Returns:
+        a :class:`SkipReport`; ``method`` says whether ``torch.fx`` traced, ``note`` why not, and
+        each :class:`Merge` which method found it.
+    """
+    kwargs = dict(kwargs or {})
+    with _discovery_mode(model, mode):
+        rec = record(model, inputs, kwargs)
+        forward = forward_merges(rec)
+        if not use_fx:
+            return SkipReport(forward, "forward", "", None, rec)
         try:
-            traced = trace(model, inputs)
-        except Exception as err:  # any tracing failure: fall back, and say why
-            note = (
-                f"torch.fx tracing failed ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                "fell back to module hooks, which see only skiplab Residual blocks"
-            )
-            return SkipReport(_hook_merges(model, inputs), "module hooks", note)
-        return SkipReport(merges_in(traced), "torch.fx", "", traced)
+            traced = trace(model, inputs, kwargs)
+        except Exception as err:  # any tracing failure: the forward pass stands alone, say why
+            return SkipReport(forward, "forward", _fx_failed(err), None, rec)
+        merged, note = _combine(merges_in(traced), forward)
+    return SkipReport(merged, "torch.fx", note, traced, rec)

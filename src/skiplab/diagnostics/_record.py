@@ -1,0 +1,283 @@
+"""Record one real forward pass as a data-flow graph, with the module that ran every op.
+
+A :class:`torch.overrides.TorchFunctionMode` sees every torch function and tensor method the
+model calls (``F.linear``, ``Tensor.__add__``, ``torch.cat``, PyG's ``index_select`` and
+``scatter_add_``), on real tensors, so Python control flow, keyword inputs, ``ModelOutput``
+returns and message passing all run as they always do. A composite function (``F.layer_norm``,
+``F.scaled_dot_product_attention``, ``F.multi_head_attention_forward``) is one op: the mode is
+off while it runs. Forward pre- and post-hooks on every submodule keep the stack of running
+modules, so each op knows the innermost module whose ``forward`` called it.
+
+Only tensors that depend on an input become nodes. Parameters, buffers and tensors computed from
+them alone (``self.weight.t()``, a position-bias table, a causal mask from ``arange``) are
+*static*: they mark the op that uses them (a weight layer, a parameterised op) but are not part
+of the data flow. Tensors are matched to nodes by identity; an in-place op (``add_``, ``x[i] =``)
+makes a new node for the same tensor, and the value its old node had is copied first.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+ADD_OPS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
+SUB_OPS = frozenset({"sub", "sub_", "__sub__", "__rsub__", "__isub__"})
+CAT_OPS = frozenset({"cat", "concat", "concatenate"})
+LERP_OPS = frozenset({"lerp", "lerp_"})
+MUL_OPS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__"})
+DIV_OPS = frozenset({"div", "div_", "__truediv__", "__itruediv__"})
+SIGMOID_OPS = frozenset({"sigmoid", "sigmoid_"})
+# ops that take only a shape (and dtype, device) from their tensor argument
+SHAPE_ONLY_OPS = frozenset(
+    {
+        "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
+        "randint_like", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
+    }
+)  # fmt: skip
+# ops that only move or reshape values (and dropout, which rescales by a random mask): a scale
+# factor seen through them still scales the merge operand
+PASS_THROUGH_OPS = frozenset(
+    {
+        "view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
+        "squeeze", "unsqueeze", "clone", "to", "dropout", "dropout1d", "dropout2d", "dropout3d",
+        "alpha_dropout", "feature_alpha_dropout",
+    }
+)  # fmt: skip
+_ADDITIVE = ADD_OPS | SUB_OPS
+_INTEGER = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+@dataclass(eq=False)
+class Node:
+    """One input-dependent tensor produced by a recorded op.
+
+    Args:
+        index: position in forward order.
+        name: ``"<op>_<index>"`` (inputs: the argument name).
+        op: the torch function or method name (``"input"`` for the model's inputs).
+        module: qualified name of the innermost module running when the op ran ("" for root).
+        parents: data-flow parents (input-dependent tensor arguments), in argument order.
+        operands: for merge candidates (adds, concats, lerps), the node of each operand in order
+            (``None`` for an operand that is not input-dependent); empty otherwise.
+        weight: the op applies a weight matrix (a parameter with >= 2 dims, or that parameter
+            reshaped or rescaled: ``self.weight.t()``, a spectral-norm weight) other than by
+            adding it (linear, conv, embedding, matmul by a weight).
+        params: the op uses any parameter (a norm's affine weights, a LayerScale gamma).
+        gather: the op indexes floating data with an integer tensor that depends on an input
+            (message passing along ``edge_index``).
+        factor: for a product or quotient with one data operand, what the other one is:
+            ``"param"`` (a parameter or a tensor computed from parameters), ``"const"`` (a Python
+            number other than 1, products only) or ``""``.
+        dims, shape, floating: of the tensor.
+    """
+
+    index: int
+    name: str
+    op: str
+    module: str
+    parents: tuple[int, ...]
+    operands: tuple[int | None, ...] = ()
+    weight: bool = False
+    params: bool = False
+    gather: bool = False
+    factor: str = ""
+    dims: int = 0
+    shape: tuple[int, ...] = ()
+    floating: bool = True
+
+
+@dataclass
+class Recording:
+    """The recorded data-flow graph of one forward pass, and each node's value.
+
+    ``ancestors[i]`` is a bit set (a Python int) of every node node ``i`` depends on.
+    """
+
+    nodes: list[Node] = field(default_factory=list)
+    ancestors: list[int] = field(default_factory=list)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    output: Any = None
+
+    def add(self, node: Node, value: torch.Tensor) -> None:
+        anc = 0
+        for p in node.parents:
+            anc |= self.ancestors[p] | (1 << p)
+        self.nodes.append(node)
+        self.ancestors.append(anc)
+        self.values[node.index] = value
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Tensors in ``obj`` and in its (nested) lists, tuples and dicts."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, list | tuple):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, Mapping):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def _mutates(name: str, kwargs: Mapping[str, Any]) -> bool:
+    inplace = name.endswith("_") and not name.startswith("__")
+    inplace = inplace or (name.startswith("__i") and name.endswith("__")) or name == "__setitem__"
+    return inplace or bool(kwargs.get("inplace")) or kwargs.get("out") is not None
+
+
+class _Recorder(TorchFunctionMode):
+    """Builds a :class:`Recording` from the torch functions called while it is active."""
+
+    def __init__(self, stack: list[str]) -> None:
+        super().__init__()
+        self.rec = Recording()
+        self.stack = stack
+        self.node_of: dict[int, int] = {}  # id(tensor) -> node index
+        # id(tensor) -> (computed from parameters, is a weight matrix or a view of one)
+        self.static: dict[int, tuple[bool, bool]] = {}
+        self.keep: list[torch.Tensor] = []  # holds every seen tensor, so ids stay unique
+
+    def mark_inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        named = [(f"input{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+        for name, obj in named:
+            for j, t in enumerate(_tensors(obj)):
+                if id(t) not in self.node_of:
+                    self._new_node(t, name if j == 0 else f"{name}.{j}", "input", ())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,override]  # fmt: skip
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "") or str(func)
+        ins = list(_tensors((args, kwargs)))
+        if _mutates(name, kwargs):
+            for t in ins:  # the value the old node had, before the op overwrites it
+                if id(t) in self.node_of:
+                    self.rec.values[self.node_of[id(t)]] = t.detach().clone()
+        out = func(*args, **kwargs)
+        outs = list(_tensors(out))
+        if outs:
+            self._record(name, args, ins, outs)
+        return out
+
+    def _is_static_param(self, t: torch.Tensor) -> bool:
+        return isinstance(t, nn.Parameter) or self.static.get(id(t), (False, False))[0]
+
+    def _is_weight(self, t: torch.Tensor) -> bool:
+        if isinstance(t, nn.Parameter):
+            return t.dim() >= 2
+        return self.static.get(id(t), (False, False))[1] and t.dim() >= 2
+
+    def _record_static(self, name: str, ins: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        from_params = name not in SHAPE_ONLY_OPS and any(map(self._is_static_param, ins))
+        # a weight reshaped or rescaled elementwise is still one (``self.weight.t()``, spectral
+        # norm's ``w / sigma``); a weight applied to a constant (``W_hh h_0``) or looked up
+        # (T5's relative-position bias) is not
+        first = ins[0] if ins else None
+        weight = first is not None and self._is_weight(first)
+        weight = weight and all(t.numel() == first.numel() for t in outs)  # type: ignore[union-attr]
+        for t in outs:
+            self.node_of.pop(id(t), None)
+            self.static[id(t)] = (from_params, weight)
+            self.keep.append(t)
+
+    def _record(
+        self, name: str, args: Any, ins: list[torch.Tensor], outs: list[torch.Tensor]
+    ) -> None:
+        data = [t for t in ins if id(t) in self.node_of]
+        if not data or name in SHAPE_ONLY_OPS:
+            self._record_static(name, ins, outs)
+            return
+        parents = tuple(dict.fromkeys(self.node_of[id(t)] for t in data))
+        statics = [t for t in ins if id(t) not in self.node_of and self._is_static_param(t)]
+        flags = {
+            "weight": name not in _ADDITIVE and any(map(self._is_weight, statics)),
+            "params": bool(statics),
+            "gather": _gathers(data),
+            "operands": self._operands(name, args),
+            "factor": self._factor(name, args),
+        }
+        for i, t in enumerate(outs):
+            self._new_node(t, name if i == 0 else f"{name}.{i}", name, parents, **flags)
+
+    def _new_node(
+        self, t: torch.Tensor, label: str, op: str, parents: tuple[int, ...], **flags: Any
+    ) -> None:
+        index = len(self.rec.nodes)
+        node = Node(
+            index, label if op == "input" else f"{label}_{index}", op,
+            self.stack[-1] if self.stack else "", parents,
+            dims=t.dim(), shape=tuple(t.shape), floating=t.is_floating_point(), **flags,
+        )  # fmt: skip
+        self.static.pop(id(t), None)
+        self.node_of[id(t)] = index
+        self.keep.append(t)
+        self.rec.add(node, t)
+
+    def _node(self, a: Any) -> int | None:
+        return self.node_of.get(id(a)) if isinstance(a, torch.Tensor) else None
+
+    def _operands(self, name: str, args: Any) -> tuple[int | None, ...]:
+        if name in ADD_OPS | LERP_OPS:
+            return tuple(self._node(a) for a in args[:2])
+        if name in CAT_OPS and args and isinstance(args[0], list | tuple):
+            return tuple(self._node(a) for a in args[0])
+        return ()
+
+    def _factor(self, name: str, args: Any) -> str:
+        if name not in MUL_OPS | DIV_OPS or len(args) < 2:
+            return ""
+        data = [a for a in args[:2] if self._node(a) is not None]
+        if len(data) != 1:
+            return ""
+        other = args[1] if data[0] is args[0] else args[0]
+        if isinstance(other, torch.Tensor) and self._is_static_param(other):
+            return "param"
+        is_number = isinstance(other, numbers.Number) and not isinstance(other, bool)
+        if name in MUL_OPS and is_number and other != 1:
+            return "const"
+        return ""
+
+
+def _gathers(data: list[torch.Tensor]) -> bool:
+    return any(t.dtype in _INTEGER for t in data) and any(t.is_floating_point() for t in data)
+
+
+@contextmanager
+def module_stack(model: nn.Module) -> Iterator[list[str]]:
+    """Forward hooks on every submodule that keep the qualified names of the running modules."""
+    stack: list[str] = []
+
+    def push(name: str) -> Any:
+        return lambda _m, _a: stack.append(name)
+
+    def pop(_m: nn.Module, _a: Any, _o: Any) -> None:
+        stack.pop()
+
+    with ExitStack() as hooks:
+        for name, m in model.named_modules():
+            hooks.callback(m.register_forward_pre_hook(push(name)).remove)
+            hooks.callback(m.register_forward_hook(pop, always_call=True).remove)
+        yield stack
+
+
+def record(
+    model: nn.Module, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+) -> Recording:
+    """Run ``model(*args, **kwargs)`` once without gradients and record its data flow.
+
+    Returns:
+        the :class:`Recording`, with ``output`` the model's return value.
+    """
+    kwargs = dict(kwargs or {})
+    with module_stack(model) as stack, torch.no_grad():
+        recorder = _Recorder(stack)
+        recorder.mark_inputs(args, kwargs)
+        with recorder:
+            recorder.rec.output = model(*args, **kwargs)
+    return recorder.rec
