@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from skiplab.diagnostics import find_skips
-from skiplab.models import create_model
+from skiplab.models import create_model, example_inputs
 from skiplab.nn import Residual
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +112,46 @@ def test_discovery_leaves_model_untouched():
     find_skips(model, (torch.randn(2, 3, 8, 8),))
     assert not model.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_discovery_removes_its_hooks():
+    model = create_model("resnet20")
+    find_skips(model, (torch.randn(2, 3, 8, 8),))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class InPlace(nn.Module):
+    """``x[:, 0] = 0`` then ``x + f(x)``: the shortcut is the overwritten x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x[:, 0] = 0.0
+        return x + self.fc(x)
+
+
+def test_in_place_assignment_is_a_new_value_of_the_same_tensor():
+    torch.manual_seed(0)
+    model, x = InPlace(), torch.randn(3, 4)
+    (m,) = find_skips(model, (x,)).merges
+    h = model.stem(x).detach()
+    h[:, 0] = 0.0
+    assert m.method == "forward" and m.module == ""
+    assert m.shortcut_norm == pytest.approx(h.norm(dim=1).mean().item(), rel=1e-6)
+    assert m.branch_norm == pytest.approx(model.fc(h).norm(dim=1).mean().item(), rel=1e-6)
+
+
+def test_a_merge_fx_misses_is_kept_and_named():
+    # spectral norm: fx traces the computed weight as a constant, so it sees no weight layer in
+    # the discriminator's blocks; the recorded forward pass sees W / sigma as the weight
+    name = "gan_discriminator_mnist"
+    report = find_skips(create_model(name), example_inputs(name))
+    assert report.method == "torch.fx"
+    assert [(m.module, m.method) for m in report.merges] == [
+        (f"blocks.{i}", "forward") for i in range(4)
+    ]
+    assert "found only in the recorded forward pass: residual in blocks.0" in report.note

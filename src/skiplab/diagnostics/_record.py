@@ -97,7 +97,7 @@ class Node:
 class Recording:
     """The recorded data-flow graph of one forward pass, and each node's value.
 
-    ``ancestors[i]`` is a bit set (a Python int) of every node node ``i`` depends on.
+    ``ancestors[i]`` is a bit set (a Python int) of every node that node ``i`` depends on.
     """
 
     nodes: list[Node] = field(default_factory=list)
@@ -156,11 +156,13 @@ class _Recorder(TorchFunctionMode):
         name = getattr(func, "__name__", "") or str(func)
         ins = list(_tensors((args, kwargs)))
         if _mutates(name, kwargs):
-            for t in ins:  # the value the old node had, before the op overwrites it
-                if id(t) in self.node_of:
+            for t in _tensors((args[:1], kwargs.get("out"))):
+                if id(t) in self.node_of:  # the value its node had, before the op overwrites it
                     self.rec.values[self.node_of[id(t)]] = t.detach().clone()
         out = func(*args, **kwargs)
         outs = list(_tensors(out))
+        if name == "__setitem__":  # ``x[i] = v`` returns nothing: x itself is the new value
+            outs = list(_tensors(args[:1]))
         if outs:
             self._record(name, args, ins, outs)
         return out
