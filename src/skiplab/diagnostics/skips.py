@@ -15,16 +15,20 @@ Two methods look at the model, and :class:`Merge` says which one found each merg
   :attr:`SkipReport.traced`), each matched with the forward pass's merge of the same kind and
   owner; a merge only one method found is kept and named in :attr:`SkipReport.note`.
 
-A merge is an add, a concatenation (``cat``/``stack``) or a ``lerp`` of tensors that all depend
-on the inputs. It is a skip when its operands share an earlier tensor (the fork) and the
-*shortcut* operand passes through fewer weight layers after the fork than the *branch* operand
-does, the branch holding at least one parameterised op; an add whose branch holds no
-parameterised layer (``x + 0.044715 * x**3`` inside a GELU) is not a skip, nor are adds of
-something that does not depend on the input (a bias, position embeddings, an attention mask from
-``arange``). In the recorded forward pass, message passing (an op that indexes the data with an
-integer tensor from another input, such as ``edge_index``) counts as a branch op too: GCNII's
-first-layer initial residual ``(1 - alpha) P x0 + alpha x0`` has no parameter on its branch, only
-propagation along the graph.
+A merge is an add, a concatenation (``torch.cat``) or a ``lerp`` of tensors that all depend on
+the inputs (``torch.stack`` is not one: an RNN collecting its per-step outputs is no skip, so
+JumpingKnowledge's ``"max"`` and ``"lstm"`` modes are not found). It is a skip when its operands
+share an earlier tensor (the fork) and the *shortcut* operand passes through fewer weight layers
+after the fork than the *branch* operand does, the branch holding at least one parameterised op;
+an add whose branch holds no parameterised layer (``x + 0.044715 * x**3`` inside a GELU) is not a
+skip, nor are adds of something that does not depend on the input (a bias, position embeddings,
+an attention mask from ``arange``, an RNN's zero initial state). In the recorded forward pass the
+branch must hold a weight layer or message passing (an op that indexes the data with an integer
+tensor from another input, such as ``edge_index``): GCNII's first-layer initial residual
+``(1 - alpha) P x0 + alpha x0`` has no parameter on its branch, only propagation along the graph;
+a bias or a norm alone makes no branch. ``torch.where`` is not read as a gated mix (it is mostly
+masking), and GCNII's identity mapping ``(1 - beta) h + beta h W`` inside one ``addmm`` is one
+weight layer, not a merge.
 
 Kinds: ``"residual"`` (an add; ``scale`` says whether an operand is multiplied by a parameter or a
 constant: ``"branch"`` for LayerScale, ReZero, SkipInit or ``x + alpha * f(x)``, ``"both"`` for a
