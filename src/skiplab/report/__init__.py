@@ -1,5 +1,5 @@
 """The HTML report: one section per claim, rebuilt from the results store."""
 
-from skiplab.report.builder import build_report, claim_record
+from skiplab.report.builder import build_report, claim_record, report_lock
 
-__all__ = ["build_report", "claim_record"]
+__all__ = ["build_report", "claim_record", "report_lock"]

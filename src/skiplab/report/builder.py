@@ -6,15 +6,19 @@ Figures are redrawn from each claim's stored evidence, so the report can be rebu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from skiplab import _plot
+from skiplab._files import FileLock, FileTargetError, atomic_write, check_regular_target
 from skiplab.claims import Evidence, Figure, catalogue
 from skiplab.store import Store, VerdictRow
 
@@ -58,10 +62,50 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+_LOCK_NAME = ".report.lock"
+_HELD: dict[Path, FileLock] = {}  # report folders this process holds, by resolved path
+
+
+@contextlib.contextmanager
+def report_lock(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the one-writer lock of report folder ``out_dir`` (created) for the block.
+
+    Two processes writing one folder would interleave their figures and pages; the second is
+    refused instead. The lock is an ``flock`` on ``out_dir/.report.lock``, dropped by the kernel
+    if the holder dies. It is re-entrant within a process, so ``skiplab reproduce`` can take it
+    before its runs and :func:`build_report` inside still works.
+
+    Raises:
+        LockedError: another process holds it; the message names the folder and what to do.
+        FileTargetError: ``out_dir`` exists and is not a folder.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileTargetError(
+            f"report folder {out} exists and is not a folder (choose another --out)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    key = out.resolve()
+    if key in _HELD:
+        yield out
+        return
+    lock = FileLock(
+        out / _LOCK_NAME,
+        what=f"report folder {out}",
+        hint="wait for that report to finish, or choose another --out",
+    ).acquire()
+    _HELD[key] = lock
+    try:
+        yield out
+    finally:
+        del _HELD[key]
+        lock.release()
+
+
+def write_page(path: Path, text: str) -> None:
+    """Write one page of a report (HTML, JSON) atomically: the old page or the new one, never a
+    part, and no temporary file left on any failure."""
+    atomic_write(path, text, what="report file")
 
 
 def replication(row: VerdictRow, replica: VerdictRow | None) -> dict[str, Any] | None:
@@ -114,8 +158,27 @@ def build_report(
 
     Returns:
         the path of ``index.html``.
+
+    Raises:
+        LockedError: another process is writing ``out_dir`` (see :func:`report_lock`).
+        FileTargetError: a page or figure path is a directory, FIFO or device (the two pages
+            are checked before anything is written).
+        OSError: the disk is full or a write failed; the old files are kept and no temporary
+            file is left.
     """
-    out = Path(out_dir)
+    with report_lock(out_dir) as out:
+        for page in ("index.html", "claims.json"):
+            check_regular_target(out / page, "report file")
+        return _build(store, out, scale, claim_ids, errors)
+
+
+def _build(
+    store: Store,
+    out: Path,
+    scale: str | None,
+    claim_ids: list[str] | None,
+    errors: dict[str, str] | None,
+) -> Path:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     verdicts = store.latest_verdicts(scale)
     replicas = store.latest_verdicts(scale, seedset="replicate")
@@ -137,7 +200,10 @@ def build_report(
         if row is not None:
             evidence = Evidence.from_dict(row.evidence)
             try:
-                figs = claim.report_figures(evidence, out / "figures" / claim.slug)
+                with _plot.closing_on_error():
+                    figs = claim.report_figures(evidence, out / "figures" / claim.slug)
+            except (FileTargetError, OSError):
+                raise  # the folder or the disk is at fault, not the plot: stop, keep old files
             except Exception as err:  # a broken plot must not hide the verdict
                 figs = []
                 section["error"] = f"figures failed: {type(err).__name__}: {err}"
@@ -158,7 +224,7 @@ def build_report(
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         store_path=str(store.path),
     )
-    _write_atomic(out / "index.html", html)
+    write_page(out / "index.html", html)
     text = json.dumps(_strict(records), indent=2, sort_keys=True, default=str, allow_nan=False)
-    _write_atomic(out / "claims.json", text)
+    write_page(out / "claims.json", text)
     return out / "index.html"

@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from skiplab import _plot
+from skiplab._files import check_regular_target
 from skiplab.claims import Figure, Table
 from skiplab.data import Splits
 from skiplab.diagnostics import (
@@ -45,7 +46,7 @@ from skiplab.diagnostics import (
     signal_propagation,
 )
 from skiplab.nn import Residual
-from skiplab.report.builder import _ENV, _write_atomic
+from skiplab.report.builder import _ENV, report_lock, write_page
 from skiplab.store import Store
 
 PROBES = ("skips", "signal", "gradflow", "jacobian", "paths", "landscape", "lesion")
@@ -125,8 +126,33 @@ def run_diagnose(
         train_fn: ``train_fn(model, splits, epochs, seed)`` trains in place and returns the
             final metrics (default :func:`train_briefly`); the gradient-flow probe is attached
             meanwhile.
+
+    Raises:
+        LockedError: another process is writing ``out_dir``; nothing was run or stored.
+        FileTargetError: ``out_dir/index.html`` is a directory, FIFO or device; likewise.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with report_lock(out_dir):
+        check_regular_target(out_dir / "index.html", "report file")
+        return _diagnose(
+            model, splits, name=name, probes=probes, out_dir=out_dir, store=store, epochs=epochs,
+            seed=seed, command=command, log=log, train_fn=train_fn,
+        )  # fmt: skip
+
+
+def _diagnose(
+    model: nn.Module,
+    splits: Splits,
+    *,
+    name: str,
+    probes: list[str],
+    out_dir: Path,
+    store: Store,
+    epochs: int,
+    seed: int,
+    command: str,
+    log: Callable[[str], None],
+    train_fn: Callable[..., dict[str, Any]] | None,
+) -> Path:
     figdir = out_dir / "figures"
     torch.manual_seed(seed)
     xb, yb = splits.train.tensors[0][:128], splits.train.tensors[1][:128]
@@ -176,7 +202,7 @@ def run_diagnose(
         command=command,
     )  # fmt: skip
     index = out_dir / "index.html"
-    _write_atomic(index, html)
+    write_page(index, html)
     return index
 
 
