@@ -1,6 +1,7 @@
 """Safe writes and locks: unique temp names, no temp left on failure, non-regular targets refused."""
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -80,3 +81,17 @@ def test_lock_excludes_a_second_holder_and_dies_with_its_process(tmp_path):
     holder.wait()
     assert not is_locked(path)
     FileLock(path).acquire().release()
+
+
+def test_outputs_get_the_umask_mode_and_a_replaced_file_keeps_its_own(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        new = atomic_write(tmp_path / "new.txt", "x")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # not mkstemp's private 0600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic_write(kept, "new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)

@@ -104,6 +104,7 @@ def atomic_output(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
+        os.chmod(tmp, _mode_for(path))  # mkstemp's 0600 would make every output private
         with open(tmp, "wb") as f:
             yield f
             f.flush()
@@ -117,6 +118,27 @@ def atomic_output(
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a replacement of ``path`` gets: the old file's, or what a plain
+    ``open(path, "w")`` would give (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(

@@ -365,11 +365,6 @@ def test_a_figure_target_that_is_a_directory_fails_the_report(old_report, store_
     assert _temps(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skiplab._files.atomic_output keeps mkstemp's 0600 mode: a report served by a web "
-    "server or read by another user is unreadable (fix belongs in _files.py)",
-)
 def test_report_files_are_readable_as_the_umask_allows(old_report):
     out, before = old_report
     umask = os.umask(0)
