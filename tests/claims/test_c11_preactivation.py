@@ -56,12 +56,16 @@ def test_preactivation_at_tiny_scale(tmp_path):
         checks = {c["kind"]: c for c in ev["checks"]}
         assert checks["control"]["passed"], checks["control"]  # the depth-8 nets trained
         n = ev["numbers"]
-        # At 32 layers and 64 steps the two block types do not separate (He et al. 2016 see
-        # the gap open at 110 layers and more; quick scale compares 110): the interval of
-        # log10(L_post / L_pre) over 3 seeds contains 0, so the verdict is inconclusive on
-        # the interval, not for want of seeds or of a trained control.
-        assert n["gap32_lo"] < 0 < n["gap32_hi"]
-        assert out.status == "inconclusive" and "is above 0" in out.reason
+        # At 32 layers and 64 steps pre-activation's advantage does not appear (He et al.
+        # 2016 see the gap open at 110 layers and more; quick scale compares 110): the interval
+        # of log10(L_post / L_pre) over 3 seeds is not above 0. Whether it contains 0 or lies
+        # below it depends on the seeds and on the machine's float kernels (on one machine
+        # seeds 0..2 gave [-0.43, 0.23] and seeds 1000..1002 [-0.112, -0.055]; on another both
+        # contained 0), so the verdict must be the one its interval implies: inconclusive or
+        # fails, never for want of seeds or of a trained control.
+        assert n["gap32_lo"] < 0
+        expected = "fails" if n["gap32_hi"] < 0 else "inconclusive"
+        assert out.status == expected and "is above 0" in out.reason
         assert "one seed" not in out.reason and "positive control" not in out.reason
     n = row.evidence["numbers"]
     # the clean identity path at init: the gradient reaching the first block, relative to the
