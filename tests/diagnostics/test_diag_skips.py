@@ -155,3 +155,19 @@ def test_a_merge_fx_misses_is_kept_and_named():
         (f"blocks.{i}", "forward") for i in range(4)
     ]
     assert "found only in the recorded forward pass: residual in blocks.0" in report.note
+
+
+def test_gradient_split_and_branch_variance_skip_merges_the_traced_graph_lacks():
+    # The discriminator's merges are found only by the recorded forward pass; re-running the
+    # fx graph for them used to raise KeyError on a node name it does not have.
+    import torch.nn.functional as F
+
+    from skiplab.diagnostics import gradient_split, signal_propagation
+
+    name = "gan_discriminator_mnist"
+    model = create_model(name)
+    (x,) = example_inputs(name)
+    split = gradient_split(model, (x,), torch.ones(x.shape[0], 1), F.mse_loss)
+    assert split["merges"] == []  # nothing of the traced graph to split; nothing invented
+    stats = signal_propagation(model, (x,))
+    assert len(stats["var"]) > 0 and all(v == v for v in stats["var"])

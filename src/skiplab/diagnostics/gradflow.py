@@ -181,7 +181,9 @@ def gradient_split(
     report = find_skips(model, inputs)
     if report.traced is None:
         return {"error": report.note}
-    merges = [m for m in report.merges if m.kind == "residual"]
+    # Only merges of the traced graph can be re-run through it; one only the recorded
+    # forward pass found (named in report.note) has no node there.
+    merges = [m for m in report.merges if m.kind == "residual" and m.method == "fx"]
     if not merges:
         return {"merges": [], "modules": [], "shortcut_grad": [], "branch_grad": []}
     wanted = {n for m in merges for n in (m.name, m.shortcut, m.branch, m.fork)}

@@ -154,7 +154,8 @@ def _branches_from_trace(
     for i, name in enumerate(blocks):
         inside = [
             m for m in report.merges
-            if m.kind == "residual" and (m.module == name or m.module.startswith(name + "."))
+            if m.kind == "residual" and m.method == "fx"
+            and (m.module == name or m.module.startswith(name + "."))
         ]  # fmt: skip
         if inside:
             value = report.traced.values[by_name[inside[-1].branch]]
