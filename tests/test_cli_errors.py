@@ -65,6 +65,13 @@ def test_bad_option_is_one_line_naming_it_and_nothing_is_stored(argv, needle, ca
     assert no_runs(store)
 
 
+def test_undecodable_bytes_in_an_option_name_the_option(capsys, tmp_path):
+    store = tmp_path / "s.sqlite"
+    line = one_line(main([*T, "--name", "a\udcffb", "--store", str(store)]), capsys)
+    assert "--name" in line and "UTF-8" in line
+    assert no_runs(store)
+
+
 def test_runs_limit_beyond_sqlite_is_one_line(capsys, tmp_path):
     store = tmp_path / "s.sqlite"
     with Store(store) as s:

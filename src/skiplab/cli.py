@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,17 @@ def _check_file_target(path: Path, option: str) -> None:
         raise UserError(str(err)) from None
 
 
+def _naming(path: Path, fn: Callable[..., Path], *args: Any, **kwargs: Any) -> Path:
+    """``fn(*args, **kwargs)``, naming ``path`` in an OSError raised without a file name (a
+    write to a full disk)."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -177,7 +188,13 @@ def _first_line(err: BaseException) -> str:
     "--debug", is_flag=True, help="Show the full traceback of an error (anywhere on the line)."
 )
 def cli(debug: bool) -> None:
-    """skiplab: skip connections as parts, measured."""
+    """skiplab: skip connections as parts, measured.
+
+    \b
+    Exit status: 0 done; 2 a user error (one line: the option or file and the fix);
+    1 an internal error (one line; --debug shows the traceback); 130 Ctrl-C, 143 SIGTERM
+    (the run in progress is marked interrupted and its last checkpoint kept).
+    """
 
 
 @cli.command()
@@ -292,7 +309,7 @@ def reproduce(
             errors = {o.claim.id: o.reason for o in outcomes if o.status == "error"}
             if not main_rank:
                 return
-            index = build_report(store, out, scale=scale, errors=errors)
+            index = _naming(out, build_report, store, out, scale=scale, errors=errors)
     finally:
         pool.close()
         if dist_info is not None:
@@ -327,7 +344,7 @@ def report(out: Path, scale: str | None, store_path: Path) -> None:
     _require_store(store_path)
     _check_out_dir(out, "--out")
     with Store(store_path, readonly=True) as store:
-        index = build_report(store, out, scale=scale)
+        index = _naming(out, build_report, store, out, scale=scale)
     click.echo(f"report: {index.resolve()}")
 
 
@@ -561,7 +578,8 @@ def diagnose(
     command = " ".join(["skiplab diagnose", model, "--data", data_name, "--probes", probe_spec,
                         "--epochs", str(epochs), "--seed", str(seed)])  # fmt: skip
     with Store(store_path) as store:
-        index = run_diagnose(
+        index = _naming(
+            out, run_diagnose,
             net, splits, name=model, probes=probes, out_dir=out, store=store, epochs=epochs,
             seed=seed, command=command, log=_echo,
         )  # fmt: skip
@@ -737,6 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: list[str], debug: bool) -> int:
     try:
+        _check_utf8(args)
         try:
             with cli.make_context("skiplab", args) as ctx:
                 cli.invoke(ctx)
@@ -765,6 +784,21 @@ def _main(args: list[str], debug: bool) -> int:
         )
         return 1
     return 0
+
+
+def _check_utf8(args: list[str]) -> None:
+    """Refuse an argument with bytes that are not UTF-8 (Python decodes them to surrogates,
+    which SQLite cannot store), naming the option it was given to."""
+    for i, arg in enumerate(args):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            before = args[i - 1] if i > 0 and args[i - 1].startswith("-") else None
+            what = f"the value of {before}" if before and "=" not in arg else "an argument"
+            raise UserError(
+                f"{what} ({arg!r}) has bytes that are not UTF-8; skiplab stores names, "
+                "options and paths as UTF-8 text"
+            ) from None
 
 
 def _user_error(exc: Exception) -> str | None:
