@@ -283,3 +283,33 @@ def test_train_run_name_with_escapes_is_printed_safely(capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "\x1b" not in captured.out and "x\\x1b[31my" in captured.out
+
+
+def test_reproduce_into_a_report_folder_in_use_is_refused_before_any_run(tmp_path):
+    import sqlite3
+
+    from skiplab.report import report_lock
+
+    out, store = tmp_path / "report", tmp_path / "s.sqlite"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from skiplab.report import report_lock\n"
+         f"with report_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        argv = ["reproduce", "--claims", "C01", "--scale", "tiny", "--executor", "serial"]
+        argv += ["--out", str(out), "--store", str(store)]
+        done = subprocess.run(
+            [sys.executable, "-m", "skiplab.cli", *argv], capture_output=True, text=True
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "in use by another process" in done.stderr
+    if store.exists():  # refused before a single run was stored
+        assert sqlite3.connect(store).execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    with report_lock(out):  # free again once its holder is gone
+        pass

@@ -93,3 +93,49 @@ def test_sigterm_mid_reproduce_keeps_stored_runs_and_a_rerun_resumes(tmp_path):
     assert f"{len(kept)} stored, {total - len(kept)} to run" in rerun.stderr
     after = store_rows(store, "SELECT id FROM runs WHERE status = 'completed' ORDER BY id")
     assert after[: len(kept)] == kept and len(after) == total
+
+
+def test_the_cli_starts_without_importing_torch():
+    # Ctrl-C lands wherever the process is; if it is in `import torch` before `main` runs,
+    # nothing can turn it into one line. So torch is imported inside `main`, by the commands.
+    code = "import sys, skiplab.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+    import skiplab
+
+    assert callable(skiplab.create_model) and "resnet56" in skiplab.list_models()
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = skiplab.nope
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_is_one_line(tmp_path, sig):
+    proc = subprocess.Popen(
+        skiplab("train", "resmlp", "--data", "digits", "--store", str(tmp_path / "s.sqlite")),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # inside main: importing torch and the data, before any run is stored
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_ctrl_c_in_a_terminal_stops_the_local_pool_in_one_line(tmp_path):
+    # A terminal's Ctrl-C goes to the whole process group: the pool's workers used to print a
+    # KeyboardInterrupt traceback each. They ignore SIGINT; the driver stops them.
+    import os
+
+    store = tmp_path / "s.sqlite"
+    argv = skiplab("reproduce", "--scale", "tiny", "--claims", "C12", "--executor", "local",
+                   "--workers", "2", "--store", str(store), "--out", str(tmp_path / "r"))  # fmt: skip
+    done = "SELECT count(*) FROM runs WHERE status = 'completed'"
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(lambda: (store_rows(store, done) or [(0,)])[0][0] >= 1, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("skiplab: interrupted"), err
+    assert store_rows(store, "PRAGMA integrity_check") == [("ok",)]

@@ -11,6 +11,7 @@ one line is printed and the exit status is 130 (SIGINT) or 143 (SIGTERM).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -275,7 +276,7 @@ def reproduce(
     """
     from skiplab.claims import make_executor, select_claims
     from skiplab.claims import reproduce as run_claims
-    from skiplab.report import build_report
+    from skiplab.report import build_report, report_lock
     from skiplab.train.distributed import cleanup, env_world_size, init_distributed
 
     _check_claim_spec(claim_spec)
@@ -298,7 +299,12 @@ def reproduce(
 
         dist.barrier()  # every rank starts from the same store state: same runs reused
     try:
-        with Store(scratch or store_path) as store:
+        # The report folder is taken before the first run, not after the last (rank 0 alone
+        # writes it); build_report inside takes the same lock again.
+        with (
+            report_lock(out) if main_rank else contextlib.nullcontext(),
+            Store(scratch or store_path) as store,
+        ):
             outcomes = run_claims(
                 claims, scale=scale, store=store, workdir=(scratch or store_path).parent / "work",
                 seeds=seeds, replicate=replicate, force=force, data_path=data_path,
@@ -869,7 +875,20 @@ def _interrupted(exc: BaseException) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    if code == 128 + signal.SIGINT:
+        # A Ctrl-C during `import torch` sometimes ended the process by SIGINT (status -2)
+        # after main had printed its line and returned 130: CPython 3.11 keeps a flag for a
+        # KeyboardInterrupt that left code run through PyRun_String, even once caught, and
+        # acts on it at exit. Run the exit handlers (the worker pools' among them), flush,
+        # and leave with the status main chose.
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -271,3 +271,14 @@ def test_a_killed_writers_temp_files_are_removed_by_the_next_run(tmp_path):
         p.write_bytes(b"x" * 1000)
     Trainer(_model(), TrainConfig(epochs=1, batch_size=16), checkpoint=ckpt).fit(_data())
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["c.pt"]
+
+
+def test_resume_from_a_checkpoint_that_is_not_a_training_state_names_what_it_lacks(tmp_path):
+    from skiplab.train import CheckpointError, save_checkpoint
+
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint({"w": torch.zeros(3)}, ckpt)  # a valid skiplab file, not a trainer's
+    with pytest.raises(CheckpointError, match=r"c\.pt is not a training checkpoint.*'model'"):
+        Trainer(_model(), TrainConfig(epochs=1, batch_size=16), checkpoint=ckpt).fit(
+            _data(), resume=True
+        )

@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -97,6 +99,12 @@ def _serve(conn: Any, gpu: str | None) -> None:
     """A local worker: claim its GPU before CUDA starts, then run specs until told to stop."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    # tqdm's default lock is a multiprocessing semaphore; a worker the driver stops mid-run
+    # (Ctrl-C, a failed claim) would leave it to the resource tracker, which warns about it.
+    # The worker's output goes nowhere shared, so a thread lock is all it needs.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     while True:
         try:
             spec = conn.recv()
@@ -114,7 +122,13 @@ class _Worker:
         self.gpu = gpu
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, gpu), daemon=True)
-        self.proc.start()
+        # A terminal's Ctrl-C reaches the whole process group; a worker ignores it (and keeps
+        # ignoring it: Python leaves an inherited SIG_IGN alone) and the driver stops it.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         child.close()
         self.spec: RunSpec | None = None
 

@@ -257,6 +257,11 @@ def _normalised(config: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
+#: What :meth:`Trainer.load_state_dict` needs of a checkpoint.
+_STATE_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "history", "torch_rng",
+               "shuffle_rng")  # fmt: skip
+
+
 class Trainer:
     """Train a model on a :class:`~skiplab.train.tasks.Task` (default: classification).
 
@@ -368,6 +373,13 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.scheduler is not None
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            where = f"checkpoint {self.checkpoint}" if self.checkpoint else "the checkpoint"
+            raise CheckpointError(
+                f"{where} is not a training checkpoint (it has no {', '.join(map(repr, missing))}"
+                "); point --checkpoint at a file `skiplab train` wrote, or start afresh"
+            )
         saved = state.get("config")
         mine = _normalised(asdict(self.cfg))
         if saved is not None and _normalised(saved) != mine:
