@@ -14,7 +14,10 @@ def test_lesions_hurt_the_plain_twin_more_at_tiny_scale(tmp_path):
         row = store.latest_verdict("C18", "tiny")
         rep = store.latest_verdict("C18", "tiny", seedset="replicate")
         assert row is not None and rep is not None
-        assert len(row.run_ids) == 6 and row.seeds == [0, 1, 2] and rep.seeds == [1000, 1001, 1002]
+        # 5 seeds at tiny scale too (runs take 2 s): with 3, the paired t-interval's lower end
+        # swung between 0.01 and 0.25 across machines on the same effect
+        assert len(row.run_ids) == 10 and row.seeds == [0, 1, 2, 3, 4]
+        assert rep.seeds == [1000, 1001, 1002, 1003, 1004]
         assert all(store.run(r).status == "completed" for r in row.run_ids + rep.run_ids)
         assert all(store.metrics(r) for r in row.run_ids)  # every run logged per-step metrics
     for out, ev in ((primary, row.evidence), (replica, rep.evidence)):
