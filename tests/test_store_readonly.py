@@ -5,7 +5,6 @@ file's bytes and the directory listing as they were: no ``-wal``/``-shm``, no lo
 recovery, no schema script. It works on a read-only mount.
 """
 
-import contextlib
 import subprocess
 
 import pytest
@@ -69,27 +68,14 @@ def test_a_missing_or_unnumbered_store_read_only(tmp_path):
     assert _listing(tmp_path) == before
 
 
-@contextlib.contextmanager
-def _tmpfs(mnt):
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def _remount_ro(mnt):
     done = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot remount tmpfs read-only: {done.stderr.strip()}")
 
 
-def test_runs_and_report_work_on_a_read_only_mount(tmp_path, capsys):
-    with _tmpfs(tmp_path / "mnt") as mnt:
+def test_runs_and_report_work_on_a_read_only_mount(tmp_path, capsys, tmpfs):
+    with tmpfs(tmp_path / "mnt", "32m") as mnt:
         path = mnt / "s.sqlite"
         _filled(path)
         _remount_ro(mnt)

@@ -298,15 +298,8 @@ def test_a_file_size_limit_fails_the_report_and_keeps_the_old_one(old_report, st
     assert _files(out) == before
 
 
-def test_a_full_disk_fails_the_report_and_keeps_the_old_one(store_path, tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {mount.stderr.strip() or mount.returncode}")
-    try:
+def test_a_full_disk_fails_the_report_and_keeps_the_old_one(store_path, tmp_path, tmpfs):
+    with tmpfs(tmp_path / "mnt", "1m") as mnt:
         out = mnt / "report"
         with Store(store_path) as store:
             build_report(store, out, scale="tiny")
@@ -323,8 +316,6 @@ def test_a_full_disk_fails_the_report_and_keeps_the_old_one(store_path, tmp_path
         assert info.value.errno == errno.ENOSPC
         assert _temps(out) == []
         assert _files(out) == before
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_an_index_that_is_a_directory_is_refused_before_anything_is_replaced(

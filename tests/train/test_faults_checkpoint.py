@@ -227,19 +227,10 @@ def test_a_write_that_fails_for_space_leaves_no_temp_and_keeps_the_old_checkpoin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "full.py"]
 
 
-def test_a_full_tmpfs_leaves_no_temp_and_keeps_the_old_checkpoint(tmp_path):
+def test_a_full_tmpfs_leaves_no_temp_and_keeps_the_old_checkpoint(tmp_path, tmpfs):
     import errno
 
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "mnt", "1m") as mnt:
         path = mnt / "c.pt"
         save_checkpoint({"w": torch.zeros(1000)}, path)
         with pytest.raises(OSError) as info:
@@ -247,5 +238,3 @@ def test_a_full_tmpfs_leaves_no_temp_and_keeps_the_old_checkpoint(tmp_path):
         assert info.value.errno == errno.ENOSPC
         assert torch.equal(load_checkpoint(path)["w"], torch.zeros(1000))
         assert sorted(p.name for p in mnt.iterdir()) == ["c.pt"]
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
