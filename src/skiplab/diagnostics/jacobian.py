@@ -1,13 +1,26 @@
-"""Input-output Jacobians: spectral norms by power iteration, exact spectra for small inputs.
+"""Input-output Jacobians: spectral norms by Lanczos bidiagonalisation, exact spectra for small inputs.
 
-The spectral norm ``sigma_max(J)`` of ``J = df/dx`` is found by power iteration on ``J^T J``
-without forming ``J``: each step is one Jacobian-vector product (``torch.func.jvp``, forward
-mode) and one vector-Jacobian product (``torch.func.vjp``, reverse mode):
+The spectral norm ``sigma_max(J)`` of ``J = df/dx`` is found without forming ``J``: each step is
+one Jacobian-vector product (``torch.func.jvp``, forward mode) and one vector-Jacobian product
+(``torch.func.vjp``, reverse mode). Golub-Kahan-Lanczos bidiagonalisation (Golub & Kahan 1965)
+builds orthonormal ``V_k``, ``U_k`` with ``J V_k = U_k B_k`` for an upper-bidiagonal ``B_k``:
 
-    u = J v,   sigma ~ ||u||,   v <- J^T u / ||J^T u||.
+    alpha_k u_k = J v_k - beta_{k-1} u_{k-1},   beta_k v_{k+1} = J^T u_k - alpha_k v_k,
 
-The iteration converges at the rate ``(sigma_2 / sigma_1)^2`` per step. For a residual block
-``J = I + dF/dx``; for a plain layer ``J = dF/dx``.
+and ``sigma_max(B_k)`` estimates ``sigma_max(J)``. Plain power iteration on ``J^T J`` converges at
+``(sigma_2 / sigma_1)^2`` per step, which is hopeless for a residual block ``J = I + dF/dx``:
+its top singular values cluster near 1 (a GPT-2 block: 1.0256, 1.0230, 1.0219, ...), and the
+estimate creeps up by ~4e-4 a step, below any usual ``tol``, while still 2.5% short. Lanczos
+converges like Chebyshev polynomials, in tens of steps on such spectra.
+
+Convergence is claimed only when the estimate's relative change is below ``tol`` *and* the
+Ritz pair ``(sigma, u, v)`` has a small residual ``sqrt(|Jv - sigma u|^2 + |J^T u - sigma v|^2)
+/ sigma``, computed with a fresh jvp and vjp: then a singular value of ``J`` lies within that
+relative distance of ``sigma``.
+
+The transforms run on a copy of the input (an ``nn.ReLU(inplace=True)`` on a block's input
+would otherwise hit the leaf or corrupt the probe point) and under the math SDPA backend (the
+fused CPU and flash kernels have no forward-mode derivative).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from skiplab.diagnostics._probe import batch_statistics, find_blocks
 
@@ -26,12 +40,96 @@ Fn = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class SpectralNorm:
-    """Result of :func:`spectral_norm`: the estimate, iterations used, and its history."""
+    """Result of :func:`spectral_norm`: the estimate, iterations used, and its history.
+
+    ``residual`` is the relative residual of the final singular triplet (``nan`` when it was
+    never checked); ``converged`` means the estimate's relative change fell below ``tol`` and
+    ``residual <= res_tol``.
+    """
 
     sigma: float
     iterations: int
     converged: bool
     history: list[float] = field(default_factory=list)
+    residual: float = float("nan")
+
+
+def _on_copy(fn: Fn) -> Fn:
+    """``fn`` applied to a copy, so in-place ops in ``fn`` never touch the caller's tensor."""
+    return lambda t: fn(t.clone())
+
+
+def _orthogonalize(w: torch.Tensor, basis: list[torch.Tensor]) -> torch.Tensor:
+    # two Gram-Schmidt passes ("twice is enough", Giraud et al. 2005) keep the basis orthonormal
+    for _ in range(2):
+        for b in basis:
+            w = w - (b * w).sum() * b
+    return w
+
+
+def _top_triplet(
+    alphas: list[float], betas: list[float], cols: int
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Top singular triplet of ``B = U_k^T J V_cols``, bidiagonal ``(k, cols)``.
+
+    With ``cols = k + 1`` (the last ``beta`` kept) ``J^T U_k = V_{k+1} B^T`` holds exactly, so
+    the estimate is also exact when the Krylov space closes through ``alpha = 0``.
+    """
+    b = torch.zeros(len(alphas), cols, dtype=torch.float64)
+    for j, alpha in enumerate(alphas):
+        b[j, j] = alpha
+        if j + 1 < cols:
+            b[j, j + 1] = betas[j]
+    p, s, qh = torch.linalg.svd(b)
+    return float(s[0]), p[:, 0], qh[0]
+
+
+class _Lanczos:
+    """Golub-Kahan-Lanczos bidiagonalisation of ``J = dfn/dx`` with full reorthogonalisation."""
+
+    def __init__(self, fn: Fn, x: torch.Tensor, v: torch.Tensor) -> None:
+        self.fn, self.x = fn, x
+        self.vjp_fn = torch.func.vjp(fn, x)[1]
+        self.vs: list[torch.Tensor] = [v / v.norm()]
+        self.us: list[torch.Tensor] = []
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+
+    def jvp(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.func.jvp(self.fn, (self.x,), (v,))[1].detach()
+
+    def vjp(self, u: torch.Tensor) -> torch.Tensor:
+        return self.vjp_fn(u)[0].detach()
+
+    def step(self) -> bool:
+        """One bidiagonalisation step; False when the Krylov space is exhausted."""
+        eps = 100 * torch.finfo(self.x.dtype).eps
+        u = self.jvp(self.vs[-1])
+        if self.us:
+            u = u - self.betas[-1] * self.us[-1]
+        u = _orthogonalize(u, self.us)
+        alpha = float(u.norm())
+        if alpha <= eps * max(self.alphas, default=1.0):
+            return False
+        self.us.append(u / alpha)
+        self.alphas.append(alpha)
+        w = _orthogonalize(self.vjp(self.us[-1]) - alpha * self.vs[-1], self.vs)
+        beta = float(w.norm())
+        self.betas.append(beta)
+        if beta <= eps * alpha:
+            return False
+        self.vs.append(w / beta)
+        return True
+
+    def residual(self, sigma: float, p: torch.Tensor, q: torch.Tensor) -> float:
+        """Relative residual of the Ritz triplet ``(sigma, U p, V q)``, by a fresh jvp and vjp."""
+        dt = self.x.dtype
+        u = sum(float(c) * b for c, b in zip(p.to(dt), self.us, strict=False))
+        v = sum(float(c) * b for c, b in zip(q.to(dt), self.vs, strict=False))
+        assert isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor)
+        r_right = (self.jvp(v) - sigma * u).norm() ** 2
+        r_left = (self.vjp(u) - sigma * v).norm() ** 2
+        return float((r_right + r_left).sqrt()) / sigma
 
 
 def spectral_norm(
@@ -40,36 +138,40 @@ def spectral_norm(
     *,
     iters: int = 50,
     tol: float = 1e-4,
+    res_tol: float = 1e-3,
     seed: int = 0,
 ) -> SpectralNorm:
-    """Largest singular value of the Jacobian of ``fn`` at ``x`` by power iteration.
+    """Largest singular value of the Jacobian of ``fn`` at ``x`` by Lanczos bidiagonalisation.
 
     Args:
         fn: a function of one tensor (e.g. a block in eval or :func:`batch_statistics` mode).
+            It is called on copies of ``x``, under the math SDPA backend.
         x: the point; the Jacobian is taken with respect to all of it (a whole batch when
             ``x`` is one: with per-example independence, the largest over examples).
-        iters: maximum iterations (default 50).
-        tol: stop when the relative change of the estimate falls below ``tol`` (default 1e-4).
+        iters: maximum iterations, each one jvp and one vjp (default 50). Memory: ``2 * iters``
+            tensors the size of ``x`` and of ``fn(x)``.
+        tol: the estimate's relative change that triggers the residual check (default 1e-4).
+        res_tol: the relative residual below which the estimate counts as converged (default
+            1e-3): a singular value of ``J`` then lies within ``res_tol * sigma``.
         seed: seed of the random start vector.
     """
-    x = x.detach()
+    x = x.detach().clone()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-    v = v / v.norm()
-    _, vjp_fn = torch.func.vjp(fn, x)[:2]
-    sigma, history = 0.0, []
-    for it in range(1, iters + 1):
-        u = torch.func.jvp(fn, (x,), (v,))[1]
-        new = float(u.detach().norm())
-        history.append(new)
-        (w,) = vjp_fn(u)
-        w_norm = w.norm()
-        if w_norm == 0:
-            return SpectralNorm(0.0, it, True, history)
-        v = w / w_norm
-        if it > 1 and abs(new - sigma) <= tol * max(new, 1e-30):
-            return SpectralNorm(new, it, True, history)
-        sigma = new
+    with sdpa_kernel(SDPBackend.MATH):
+        lz = _Lanczos(_on_copy(fn), x, v)
+        sigma, history = 0.0, list[float]()
+        for it in range(1, iters + 1):
+            more = lz.step()
+            if not lz.alphas:  # J v = 0 for the start vector
+                return SpectralNorm(0.0, it, True, history, 0.0)
+            new, p, q = _top_triplet(lz.alphas, lz.betas, len(lz.vs))
+            history.append(new)
+            if not more or (it > 1 and abs(new - sigma) <= tol * max(new, 1e-30)):
+                res = lz.residual(new, p, q)
+                if res <= res_tol or not more:
+                    return SpectralNorm(new, it, res <= res_tol, history, res)
+            sigma = new
     return SpectralNorm(sigma, iters, False, history)
 
 
@@ -78,8 +180,9 @@ def exact_jacobian(fn: Fn, x: torch.Tensor) -> torch.Tensor:
 
     Only for small inputs: it costs one reverse pass per output element.
     """
-    x = x.detach()
-    jac = torch.func.jacrev(fn)(x)
+    x = x.detach().clone()
+    with sdpa_kernel(SDPBackend.MATH):
+        jac = torch.func.jacrev(_on_copy(fn))(x)
     out_numel = jac.numel() // x.numel()
     return jac.reshape(out_numel, x.numel())
 
@@ -93,8 +196,9 @@ def block_spectral_norms(
     model: nn.Module,
     inputs: tuple[Any, ...],
     *,
-    iters: int = 20,
+    iters: int = 40,
     tol: float = 1e-3,
+    res_tol: float = 1e-3,
     per_example: bool = True,
     whole: bool = True,
 ) -> dict[str, Any]:
@@ -106,17 +210,26 @@ def block_spectral_norms(
     that of the whole batch, coupled through the batch statistics (also the fallback when a
     single example cannot run, e.g. ``BatchNorm1d`` on ``(1, C)``).
 
+    ``iters``, ``tol`` and ``res_tol`` are those of :func:`spectral_norm`. Measured: a GPT-2
+    block and torch's ``TransformerEncoderLayer`` (width 32, 5 tokens) reach ``res_tol`` in 10
+    to 17 iterations, within 1e-5 of the exact value; the default 40 (was 20) leaves room.
+
     Returns:
-        ``blocks`` (names), ``sigma`` (per block), ``iterations`` (per block), and ``network``
-        (the whole model's input-to-output spectral norm) when ``whole``.
+        ``blocks`` (names), ``sigma``, ``iterations`` and ``converged`` (per block), and
+        ``network``, ``network_iterations``, ``network_converged`` (the whole model's
+        input-to-output spectral norm) when ``whole``.
     """
     blocks = find_blocks(model)
     captured: dict[int, torch.Tensor] = {}
     handles = [
-        b.register_forward_pre_hook(lambda _m, args, i=i: captured.__setitem__(i, args[0].detach()))
+        b.register_forward_pre_hook(
+            lambda _m, args, i=i: captured.__setitem__(i, args[0].detach().clone())
+        )
         for i, (_, b) in enumerate(blocks)
     ]
-    first = tuple(a[:1] if per_example and isinstance(a, torch.Tensor) else a for a in inputs)
+    first = tuple(
+        a[:1].clone() if per_example and isinstance(a, torch.Tensor) else a for a in inputs
+    )
     try:
         with batch_statistics(model), torch.no_grad():
             try:
@@ -127,20 +240,30 @@ def block_spectral_norms(
     finally:
         for h in handles:
             h.remove()
-    sigmas, its = [], []
+    sigmas, its, conv = [], [], []
     with batch_statistics(model):
         for i, (_, block) in enumerate(blocks):
             if i not in captured:
                 sigmas.append(float("nan"))
                 its.append(0)
+                conv.append(False)
                 continue
-            res = spectral_norm(block, captured[i], iters=iters, tol=tol)
+            res = spectral_norm(block, captured[i], iters=iters, tol=tol, res_tol=res_tol)
             sigmas.append(res.sigma)
             its.append(res.iterations)
-        out: dict[str, Any] = {"blocks": [n for n, _ in blocks], "sigma": sigmas, "iterations": its}
+            conv.append(res.converged)
+        out: dict[str, Any] = {
+            "blocks": [n for n, _ in blocks],
+            "sigma": sigmas,
+            "iterations": its,
+            "converged": conv,
+        }
         if whole and isinstance(first[0], torch.Tensor) and first[0].is_floating_point():
             rest = first[1:]
-            res = spectral_norm(lambda t: model(t, *rest), first[0], iters=iters, tol=tol)
+            res = spectral_norm(
+                lambda t: model(t, *rest), first[0], iters=iters, tol=tol, res_tol=res_tol
+            )
             out["network"] = res.sigma
             out["network_iterations"] = res.iterations
+            out["network_converged"] = res.converged
     return out
