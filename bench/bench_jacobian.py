@@ -1,4 +1,4 @@
-"""Cost of one power iteration for a ResNet-56's Jacobian spectral norm, against one forward
+"""Cost of one Lanczos iteration for a ResNet-56's Jacobian spectral norm, against one forward
 and backward pass on the same input (CPU, one CIFAR-sized image).
 
 One iteration is a JVP (forward mode) and a VJP through the saved graph; the target is a small
@@ -39,7 +39,7 @@ def main() -> list[dict[str, Any]]:
     base = statistics.median(fb)
     return [
         {
-            "benchmark": "Jacobian power iteration, ResNet-56",
+            "benchmark": "Jacobian Lanczos iteration, ResNet-56",
             "ratio": per_iter / base,
             "target": "small multiple (<= 4)",
             "detail": f"{1e3 * per_iter:.1f} ms per iteration (jvp + vjp; one-off setup "

@@ -59,9 +59,10 @@ _ABOUT = {
     "variance of the block output, and variance of the residual branch, at init.",
     "gradflow": "Gradient norm of each block's parameters at init and over training, and the "
     "split of the gradient reaching each residual block's input between shortcut and branch.",
-    "jacobian": "Spectral norm of each block's input-output Jacobian (power iteration with "
-    "torch.func jvp/vjp, one example, batch statistics); 1 means the block neither amplifies "
-    "nor damps any input direction.",
+    "jacobian": "Spectral norm of each block's input-output Jacobian (Lanczos bidiagonalisation "
+    "with torch.func jvp/vjp, one example, batch statistics, attention on the math SDPA kernel; "
+    "'converged' means the estimate settled and passed a singular-vector residual check); 1 "
+    "means the block neither amplifies nor damps any input direction.",
     "paths": "Veit et al. 2016: number and length distribution of input-output paths in the "
     "traced graph (in weight layers) and in the block chain, and how much gradient paths of "
     "each length carry.",
@@ -350,7 +351,7 @@ def _signal(
 def _jacobian(
     sec: Section, model: nn.Module, x: torch.Tensor, res: dict[str, Any], figdir: Path
 ) -> None:
-    jac = block_spectral_norms(model, (x,), iters=15, tol=1e-3)
+    jac = block_spectral_norms(model, (x,), tol=1e-3)
     res["jacobian"] = jac
     fig, axes = _plot.subplots(1, 1, width=6, height=3.3)
     ax = axes[0][0]
@@ -374,13 +375,18 @@ def _jacobian(
     )
     if "network" in jac:
         sec.notes.append(
-            f"Whole network (input to logits): spectral norm {jac['network']:.4g} after {jac['network_iterations']} power iterations."
+            f"Whole network (input to logits): spectral norm {jac['network']:.4g} after "
+            f"{jac['network_iterations']} Lanczos iterations"
+            + ("." if jac.get("network_converged") else " (not converged: a lower bound).")
         )
     sec.tables.append(
         Table(
             "Per block",
-            ["block", "sigma_max", "iterations"],
-            [list(r) for r in zip(jac["blocks"], jac["sigma"], jac["iterations"])],
+            ["block", "sigma_max", "iterations", "converged"],
+            [
+                list(r)
+                for r in zip(jac["blocks"], jac["sigma"], jac["iterations"], jac["converged"])
+            ],
         )
     )
 
