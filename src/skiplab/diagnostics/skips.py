@@ -410,6 +410,7 @@ def _classify(g: _Graph, node: fx.Node) -> tuple[str, list[fx.Node]] | None:
 
 
 N = TypeVar("N")
+M = TypeVar("M")  # the node a candidate came from (fx.Node, or the recording's Node)
 
 
 class _Paths(Protocol[N]):
@@ -418,6 +419,7 @@ class _Paths(Protocol[N]):
     def fork(self, a: N, b: N) -> N | None: ...
     def layers_between(self, fork: N, n: N) -> tuple[int, int]: ...
     def keeps_rank(self, fork: N, n: N) -> bool: ...
+    def ungated(self, n: N) -> N: ...
 
 
 @dataclass
@@ -454,6 +456,24 @@ def _best_pair(g: _Paths[N], ops: Sequence[N]) -> _Pair[N] | None:
     return max(scored, key=lambda p: p.branch_layers[1] - p.short_layers[1])
 
 
+def _skip_pairs(
+    g: _Paths[N], hits: Sequence[tuple[M, tuple[str, list[N]] | None]]
+) -> Iterator[tuple[M, str, _Pair[N]]]:
+    """``(node, kind, pair)`` for each merge candidate ``(node, (kind, operands))`` of either
+    graph whose operands hold a skip (:func:`_best_pair`)."""
+    for node, hit in hits:
+        if hit is None:
+            continue
+        kind, ops = hit
+        if kind == "gated":
+            # compare what the gates weigh, not the gate-weighted terms: the gate itself is
+            # computed from both and would be their latest common ancestor
+            ops = [g.ungated(o) for o in ops]
+        pair = _best_pair(g, ops)
+        if pair is not None:
+            yield node, kind, pair
+
+
 def _norms(short: Any, branch: Any) -> tuple[float, float, float]:
     sn, bn = _per_example_norm(short), _per_example_norm(branch)
     return sn, bn, (bn / sn if sn > 0 else math.inf)
@@ -463,18 +483,7 @@ def merges_in(traced: Traced) -> list[Merge]:
     """Every skip merge in a traced graph (see the module docstring for the rule)."""
     g = _Graph(traced)
     found: list[Merge] = []
-    for node in g.nodes:
-        hit = _classify(g, node)
-        if hit is None:
-            continue
-        kind, ops = hit
-        if kind == "gated":
-            # compare what the gates weigh, not the gate-weighted terms: the gate itself is
-            # computed from both and would be their latest common ancestor
-            ops = [g.ungated(o) for o in ops]
-        pair = _best_pair(g, ops)
-        if pair is None:
-            continue
+    for node, kind, pair in _skip_pairs(g, [(n, _classify(g, n)) for n in g.nodes]):
         sn, bn, ratio = _norms(traced.values[pair.short], traced.values[pair.branch])
         out = traced.values.get(node)
         found.append(
@@ -517,18 +526,8 @@ def _forward_merge(g: FlowGraph, node: Node, kind: str, pair: _Pair[int]) -> Mer
 def forward_merges(rec: Recording) -> list[Merge]:
     """Every skip merge in a recorded forward pass (see the module docstring for the rule)."""
     g = FlowGraph(rec)
-    found: list[Merge] = []
-    for node in rec.nodes:
-        hit = g.candidate(node.index)
-        if hit is None:
-            continue
-        kind, ops = hit
-        if kind == "gated":
-            ops = [g.ungated(o) for o in ops]
-        pair = _best_pair(g, ops)
-        if pair is not None:
-            found.append(_forward_merge(g, node, kind, pair))
-    return found
+    hits = [(node, g.candidate(node.index)) for node in rec.nodes]
+    return [_forward_merge(g, node, kind, pair) for node, kind, pair in _skip_pairs(g, hits)]
 
 
 def _where(merges: Sequence[Merge]) -> str:
