@@ -514,14 +514,6 @@ def train(
             )  # fmt: skip
             try:
                 history = trainer.fit(task, resume=resume)
-            except KeyError as err:  # a checkpoint file of skiplab's format, not of a run
-                store.finish_run(run_id, "failed", error=f"checkpoint lacks {err}")
-                if not resume:
-                    raise
-                raise UserError(
-                    f"--resume: checkpoint {ckpt} has no {err} entry, so it was not written by "
-                    "skiplab train; give another --checkpoint or start afresh without --resume"
-                ) from err
             except Exception as err:
                 store.finish_run(run_id, "failed", error=str(err))  # no-op if diverged
                 raise

@@ -254,7 +254,7 @@ def _identity_differences(saved: dict[str, Any], mine: dict[str, Any], most: int
 
 def _normalised(config: dict[str, Any]) -> dict[str, Any]:
     # Checkpoints turn tuples into lists; compare configs in one form.
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    return {k: _plain(v) for k, v in config.items()}
 
 
 #: What :meth:`Trainer.load_state_dict` needs of a checkpoint.
@@ -378,7 +378,8 @@ class Trainer:
             where = f"checkpoint {self.checkpoint}" if self.checkpoint else "the checkpoint"
             raise CheckpointError(
                 f"{where} is not a training checkpoint (it has no {', '.join(map(repr, missing))}"
-                "); point --checkpoint at a file `skiplab train` wrote, or start afresh"
+                "); point --checkpoint at a file `skiplab train` wrote, or start afresh without "
+                "--resume"
             )
         saved = state.get("config")
         mine = _normalised(asdict(self.cfg))
