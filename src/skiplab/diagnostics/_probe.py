@@ -8,15 +8,18 @@ use a probe as a context manager, ``with probe.attached(model): ...``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from skiplab.nn import SkipModule
+
+if TYPE_CHECKING:
+    from skiplab.diagnostics.skips import Merge
 
 LAYOUTS = ("auto", "NCHW", "NCL", "BTC", "BC")
 
@@ -89,35 +92,92 @@ class AbstractProbe(ABC):
             self.detach()
 
 
-def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The blocks of ``model``, in forward order of registration.
+def find_blocks(
+    model: nn.Module, inputs: Any = None, *, merges: Sequence[Merge] | None = None
+) -> list[tuple[str, nn.Module]]:
+    """The blocks of ``model`` by qualified name, in forward order.
 
-    skiplab merges (:class:`~skiplab.nn.SkipModule`, active or a plain twin's) are the blocks
-    when there are any (outermost only); otherwise the entries of the longest ``nn.ModuleList``
-    (a hand-written transformer's ``blocks``), or of the longest ``nn.Sequential`` if it is
-    longer than the list of the model's direct children with parameters, which are the blocks
-    otherwise (a U-Net's encoder and decoder stages).
+    1. skiplab merges (:class:`~skiplab.nn.SkipModule`, active or a plain twin's), outermost
+       only, when the model has any;
+    2. otherwise the modules that own the skips found (``merges``, or those
+       :func:`~skiplab.diagnostics.find_skips` finds in a forward pass on ``inputs``): for each
+       merge, its owner, or the innermost module holding both the owner and the branch where the
+       branch lies outside the owner (BERT adds in ``encoder.layer.0.output``, whose branch
+       starts in ``encoder.layer.0.intermediate``: the block is ``encoder.layer.0``); the
+       outermost of these, the root model never;
+    3. for a network without skips (a plain twin, a VGG-style stack, or no ``inputs`` to look
+       with): the repeated layer units, the entries of the longest ``nn.ModuleList`` (a
+       transformer's ``blocks``) or of the longest ``nn.Sequential`` if it is longer than the
+       list of the model's direct children with parameters, which are the blocks otherwise.
+
+    Args:
+        inputs: example inputs (a tensor, a tuple, a mapping of keyword arguments or
+            :class:`~skiplab.diagnostics.Inputs`) to find the skips with.
     """
+    found = _skip_modules(model)
+    if found:
+        return found
+    if merges is None and inputs is not None:
+        from skiplab.diagnostics._inputs import Inputs
+        from skiplab.diagnostics.skips import find_skips
+
+        ins = Inputs.of(inputs)
+        merges = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False).merges
+    if merges:
+        owned = merge_blocks(model, merges)
+        if owned:
+            return owned
+    return _repeated_units(model)
+
+
+def merge_block(merge: Merge) -> str:
+    """The block that holds ``merge``: its owner, or the innermost module holding both the owner
+    and the branch's module when the branch lies outside the owner ("" for the root)."""
+    owner, branch = merge.module, merge.branch_module
+    if not branch or not owner or branch == owner or branch.startswith(owner + "."):
+        return owner
+    common: list[str] = []
+    for a, b in zip(owner.split("."), branch.split(".")):
+        if a != b:
+            break
+        common.append(a)
+    return ".".join(common)
+
+
+def merge_blocks(model: nn.Module, merges: Sequence[Merge]) -> list[tuple[str, nn.Module]]:
+    """The outermost of the blocks holding ``merges`` (:func:`merge_block`), root excluded, in
+    the order their first merge ran."""
+    names = list(dict.fromkeys(b for b in map(merge_block, merges) if b))
+    outer = [n for n in names if not any(n.startswith(o + ".") for o in names)]
+    return [(n, model.get_submodule(n)) for n in outer]
+
+
+def _skip_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     found: list[tuple[str, nn.Module]] = []
     inside: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, SkipModule) and not any(name.startswith(p + ".") for p in inside):
             found.append((name, module))
             inside.append(name)
-    if found:
-        return found
+    return found
+
+
+def _repeated_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     children = [(n, m) for n, m in model.named_children() if any(True for _ in m.parameters())]
-    containers: list[tuple[str, Any]] = [
-        (n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList | nn.Sequential)
+    containers = [
+        (n, list(m.named_children()))
+        for n, m in model.named_modules()
+        if isinstance(m, nn.ModuleList | nn.Sequential) and len(m) > 1
     ]
-    lists = [(n, list(m)) for n, m in containers if isinstance(m, nn.ModuleList) and len(m) > 1]
-    seqs = [(n, list(m)) for n, m in containers if isinstance(m, nn.Sequential) and len(m) > 1]
+    lists = [(n, c) for n, c in containers if isinstance(model.get_submodule(n), nn.ModuleList)]
+    seqs = [(n, c) for n, c in containers if isinstance(model.get_submodule(n), nn.Sequential)]
     for candidates in (lists, seqs):
         if not candidates:
             continue
-        name, best = max(candidates, key=lambda nm: len(nm[1]))
+        name, best = max(candidates, key=lambda nc: len(nc[1]))
         if candidates is lists or len(best) > len(children):
-            return [(f"{name}.{i}" if name else str(i), child) for i, child in enumerate(best)]
+            # children by their own names: a Sequential built from an OrderedDict has no "1"
+            return [(f"{name}.{k}" if name else k, child) for k, child in best]
     return children
 
 

@@ -18,7 +18,7 @@ makes a new node for the same tensor, and the value its old node had is copied f
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,9 @@ PASS_THROUGH_OPS = frozenset(
 )  # fmt: skip
 _ADDITIVE = ADD_OPS | SUB_OPS
 _INTEGER = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+NodeHook = Callable[["Node", Any, Any], Any]
 
 
 @dataclass(eq=False)
@@ -104,6 +107,7 @@ class Recording:
     ancestors: list[int] = field(default_factory=list)
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     output: Any = None
+    keep_values: bool = True
 
     def add(self, node: Node, value: torch.Tensor) -> None:
         anc = 0
@@ -111,7 +115,8 @@ class Recording:
             anc |= self.ancestors[p] | (1 << p)
         self.nodes.append(node)
         self.ancestors.append(anc)
-        self.values[node.index] = value
+        if self.keep_values:
+            self.values[node.index] = value
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -135,10 +140,16 @@ def _mutates(name: str, kwargs: Mapping[str, Any]) -> bool:
 class _Recorder(TorchFunctionMode):
     """Builds a :class:`Recording` from the torch functions called while it is active."""
 
-    def __init__(self, stack: list[str]) -> None:
+    def __init__(
+        self,
+        stack: list[str],
+        hooks: Mapping[int, NodeHook] | None = None,
+        keep_values: bool = True,
+    ) -> None:
         super().__init__()
-        self.rec = Recording()
+        self.rec = Recording(keep_values=keep_values)
         self.stack = stack
+        self.hooks = dict(hooks or {})
         self.node_of: dict[int, int] = {}  # id(tensor) -> node index
         # id(tensor) -> (computed from parameters, is a weight matrix or a view of one)
         self.static: dict[int, tuple[bool, bool]] = {}
@@ -155,7 +166,7 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "") or str(func)
         ins = list(_tensors((args, kwargs)))
-        if _mutates(name, kwargs):
+        if _mutates(name, kwargs) and self.rec.keep_values:
             for t in _tensors((args[:1], kwargs.get("out"))):
                 if id(t) in self.node_of:  # the value its node had, before the op overwrites it
                     self.rec.values[self.node_of[id(t)]] = t.detach().clone()
@@ -164,8 +175,21 @@ class _Recorder(TorchFunctionMode):
         if name == "__setitem__":  # ``x[i] = v`` returns nothing: x itself is the new value
             outs = list(_tensors(args[:1]))
         if outs:
+            first = len(self.rec.nodes)
             self._record(name, args, ins, outs)
+            if first in self.hooks and len(self.rec.nodes) > first:
+                out = self._intervene(first, args, out)
         return out
+
+    def _intervene(self, index: int, args: Any, out: Any) -> Any:
+        """Let the hook of node ``index`` see (and replace) the op's output."""
+        new = self.hooks[index](self.rec.nodes[index], args, out)
+        if new is not out and isinstance(new, torch.Tensor):
+            self.node_of[id(new)] = index
+            self.keep.append(new)
+            if self.rec.keep_values:
+                self.rec.values[index] = new
+        return new
 
     def _is_static_param(self, t: torch.Tensor) -> bool:
         return isinstance(t, nn.Parameter) or self.static.get(id(t), (False, False))[0]
@@ -269,17 +293,51 @@ def module_stack(model: nn.Module) -> Iterator[list[str]]:
 
 
 def record(
-    model: nn.Module, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    model: nn.Module,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    hooks: Mapping[int, NodeHook] | None = None,
+    grad: bool = False,
+    keep_values: bool = True,
 ) -> Recording:
-    """Run ``model(*args, **kwargs)`` once without gradients and record its data flow.
+    """Run ``model(*args, **kwargs)`` once and record its data flow.
+
+    Args:
+        hooks: node index -> ``hook(node, args, output)``, called right after the op that makes
+            that node ran; what it returns replaces the op's output in the model's forward pass
+            (a lesion) or is the output itself (a probe that keeps the tensor). Node indices are
+            those of an earlier recording of the same model on inputs of the same structure:
+            a forward pass makes the same ops in the same order when its control flow does not
+            depend on values. A hook should check ``node.op`` and ``node.module`` against what
+            it expects (:func:`check_node`).
+        grad: record with autograd on (the hooks see tensors that gradients flow through);
+            default off.
+        keep_values: keep every node's value (default); off, only the graph is kept (a pass
+            over many examples that only needs its hooks).
 
     Returns:
         the :class:`Recording`, with ``output`` the model's return value.
     """
     kwargs = dict(kwargs or {})
-    with module_stack(model) as stack, torch.no_grad():
-        recorder = _Recorder(stack)
+    with module_stack(model) as stack, torch.set_grad_enabled(grad):
+        recorder = _Recorder(stack, hooks, keep_values)
         recorder.mark_inputs(args, kwargs)
         with recorder:
             recorder.rec.output = model(*args, **kwargs)
     return recorder.rec
+
+
+def check_node(node: Node, op: str, module: str) -> None:
+    """Raise when a re-run's node is not the op a hook was registered for.
+
+    Raises:
+        RuntimeError: the model's forward pass made other ops than in the recording the node
+            index came from (control flow that depends on values or on the batch).
+    """
+    if node.op != op or node.module != module:
+        raise RuntimeError(
+            f"node {node.index} of this forward pass is {node.op!r} in "
+            f"{node.module or '(root)'}, not {op!r} in {module or '(root)'} as when the merges "
+            "were found: the model's forward pass takes another path on these inputs"
+        )

@@ -172,6 +172,16 @@ def trace(
     return Traced(graph, tracer.values, model)
 
 
+@dataclass(frozen=True)
+class MergeNodes:
+    """Indices of a merge's nodes in a :class:`~skiplab.diagnostics._record.Recording`."""
+
+    merge: int
+    shortcut: int
+    branch: int
+    fork: int
+
+
 @dataclass
 class Merge:
     """One skip found in a model.
@@ -201,6 +211,10 @@ class Merge:
         scale: ``"branch"``, ``"shortcut"`` or ``"both"`` when that operand of a residual add is
             a product with a parameter or a Python constant (LayerScale, ReZero, GCNII's
             ``(1 - alpha) h + alpha x0``), "" otherwise. From the forward pass.
+        nodes: where the merge is in :attr:`SkipReport.recording`: the indices of its merge,
+            shortcut, branch and fork nodes (what a probe re-running the forward pass with hooks
+            needs, :func:`skiplab.diagnostics._record.record`); ``None`` for a merge only
+            torch.fx found.
     """
 
     kind: str
@@ -219,6 +233,7 @@ class Merge:
     branch_module: str = ""
     shortcut_module: str = ""
     scale: str = ""
+    nodes: MergeNodes | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -520,6 +535,7 @@ def _forward_merge(g: FlowGraph, node: Node, kind: str, pair: _Pair[int]) -> Mer
         branch_module=g.holder(pair.fork, pair.branch, node.module),
         shortcut_module=g.holder(pair.fork, pair.short, node.module),
         scale=_scale(g, kind, pair),
+        nodes=MergeNodes(node.index, pair.short, pair.branch, pair.fork),
     )  # fmt: skip
 
 
@@ -561,8 +577,12 @@ def _combine(fx_merges: list[Merge], forward: list[Merge]) -> tuple[list[Merge],
         f = same.pop(_closest(m, same))
         merged.append(
             replace(
-                m, branch_module=f.branch_module, shortcut_module=f.shortcut_module, scale=f.scale
-            )
+                m,
+                branch_module=f.branch_module,
+                shortcut_module=f.shortcut_module,
+                scale=f.scale,
+                nodes=f.nodes,
+            )  # fmt: skip
         )
     left = {id(m) for ms in waiting.values() for m in ms}
     forward_only = [m for m in forward if id(m) in left]
