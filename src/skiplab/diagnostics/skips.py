@@ -582,7 +582,7 @@ def _combine(fx_merges: list[Merge], forward: list[Merge]) -> tuple[list[Merge],
                 shortcut_module=f.shortcut_module,
                 scale=f.scale,
                 nodes=f.nodes,
-            )  # fmt: skip
+            )
         )
     left = {id(m) for ms in waiting.values() for m in ms}
     forward_only = [m for m in forward if id(m) in left]
