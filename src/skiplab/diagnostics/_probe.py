@@ -130,9 +130,11 @@ def find_blocks(
     return _repeated_units(model)
 
 
-def merge_block(merge: Merge) -> str:
-    """The block that holds ``merge``: its owner, or the innermost module holding both the owner
-    and the branch's module when the branch lies outside the owner ("" for the root)."""
+def merge_block(model: nn.Module, merge: Merge) -> str:
+    """The block that holds ``merge``: its owner, or, when the branch's module is a sibling of
+    the owner or holds it rather than inside it (BERT), the innermost module holding both.
+    Where that module is the root or a ``ModuleList`` (GCNII's propagation ``P x`` runs back
+    through every earlier layer), the owner is the block."""
     owner, branch = merge.module, merge.branch_module
     if not branch or not owner or branch == owner or branch.startswith(owner + "."):
         return owner
@@ -141,13 +143,18 @@ def merge_block(merge: Merge) -> str:
         if a != b:
             break
         common.append(a)
-    return ".".join(common)
+    holder = ".".join(common)
+    if not holder or isinstance(model.get_submodule(holder), nn.ModuleList | nn.ModuleDict):
+        return owner  # a list of layers runs nothing itself: GCNII's P x crosses earlier layers
+    return holder
 
 
 def merge_blocks(model: nn.Module, merges: Sequence[Merge]) -> list[tuple[str, nn.Module]]:
-    """The outermost of the blocks holding ``merges`` (:func:`merge_block`), root excluded, in
-    the order their first merge ran."""
-    names = list(dict.fromkeys(b for b in map(merge_block, merges) if b))
+    """The outermost of the blocks holding ``merges`` (:func:`merge_block`) that have
+    parameters, root excluded, in the order their first merge ran."""
+    names = list(dict.fromkeys(b for b in (merge_block(model, m) for m in merges) if b))
+    # a module without parameters only aggregates (JumpingKnowledge's "cat" of every layer)
+    names = [n for n in names if any(True for _ in model.get_submodule(n).parameters())]
     outer = [n for n in names if not any(n.startswith(o + ".") for o in names)]
     return [(n, model.get_submodule(n)) for n in outer]
 
