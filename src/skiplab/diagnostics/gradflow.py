@@ -9,12 +9,14 @@ backward pass (at init or during training).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from skiplab.diagnostics._inputs import Inputs, Task, infer_task
 from skiplab.diagnostics._probe import AbstractProbe, find_blocks
 from skiplab.nn import Residual
 
@@ -159,61 +161,90 @@ def gradient_flow_at_init(
 
 def gradient_split(
     model: nn.Module,
-    inputs: tuple[Any, ...],
-    target: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    inputs: Any,
+    target: Any = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    task: Task | None = None,
 ) -> dict[str, Any]:
-    """Shortcut/branch split of the gradient at every residual add of *any* traceable model.
+    """Shortcut/branch split of the gradient at every residual add of any model.
 
-    The traced graph is re-run with autograd; for each add ``m = s + b`` with fork ``x`` the
-    two shares of ``dL/dx`` are the vector-Jacobian products ``(ds/dx)^T dL/dm`` and
-    ``(db/dx)^T dL/dm``. Batch-norm layers use batch statistics and nothing is updated.
+    One recorded forward pass with autograd keeps each add ``m = s + b``, its operands and its
+    fork ``x``; the two shares of ``dL/dx`` are the vector-Jacobian products
+    ``(ds/dx)^T dL/dm`` and ``(db/dx)^T dL/dm``. Batch-norm layers use batch statistics and
+    nothing is updated.
+
+    Args:
+        inputs: anything :meth:`Inputs.of` takes (a tuple of positional arguments).
+        target, loss_fn: ``loss_fn(primary(output), target)`` when ``loss_fn`` is given.
+        task: the :class:`Task` (inferred from ``target`` when None and no ``loss_fn``).
 
     Returns:
-        ``merges`` (merge names), ``modules``, ``shortcut_grad`` and ``branch_grad`` (norms),
-        or ``{"error": ...}`` when the model does not trace.
+        ``merges`` (node names), ``modules`` (owners), ``blocks``, ``shortcut_grad`` and
+        ``branch_grad`` (norms), ``method`` ("forward").
     """
-    import torch.fx as fx
-
-    from skiplab.diagnostics._probe import batch_statistics
+    from skiplab.diagnostics._probe import batch_statistics, merge_block
+    from skiplab.diagnostics._record import record
     from skiplab.diagnostics.skips import find_skips
 
-    report = find_skips(model, inputs)
-    if report.traced is None:
-        return {"error": report.note}
-    # Only merges of the traced graph can be re-run through it; one only the recorded
-    # forward pass found (named in report.note) has no node there.
-    merges = [m for m in report.merges if m.kind == "residual" and m.method == "fx"]
-    if not merges:
-        return {"merges": [], "modules": [], "shortcut_grad": [], "branch_grad": []}
-    wanted = {n for m in merges for n in (m.name, m.shortcut, m.branch, m.fork)}
-    gm = fx.GraphModule(model, report.traced.graph)
-    env: dict[str, torch.Tensor] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
-            out = super().run_node(n)
-            if n.name in wanted and isinstance(out, torch.Tensor):
-                if n.op == "placeholder":
-                    out = out.detach().requires_grad_(True)
-                env[n.name] = out
-            return out
-
+    ins = Inputs.of(inputs)
+    if task is None:
+        task = infer_task(model, ins, target=target, loss_fn=loss_fn)
     with batch_statistics(model):
-        loss = loss_fn(Recorder(gm).run(*inputs), target)
-        names = [m.name for m in merges]
-        g_merge = torch.autograd.grad(loss, [env[n] for n in names], retain_graph=True)
-        short: list[float] = []
-        branch: list[float] = []
-        for m, g in zip(merges, g_merge):
-            for op, acc in ((m.shortcut, short), (m.branch, branch)):
-                (gx,) = torch.autograd.grad(
-                    env[op], env[m.fork], grad_outputs=g, retain_graph=True, allow_unused=True
-                )
-                acc.append(0.0 if gx is None else float(gx.norm()))
-    return {
-        "merges": names,
-        "modules": [m.module for m in merges],
-        "shortcut_grad": short,
-        "branch_grad": branch,
+        report = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False)
+    merges = [m for m in report.merges if m.kind == "residual" and m.nodes is not None]
+    out: dict[str, Any] = {
+        "merges": [],
+        "modules": [],
+        "blocks": [],
+        "shortcut_grad": [],
+        "branch_grad": [],
+        "method": "forward",
     }
+    if not merges:
+        return out
+    kept: dict[int, torch.Tensor] = {}
+
+    def keep(node: Any, _args: Any, value: Any) -> Any:
+        kept[node.index] = value
+        return value
+
+    wanted = {i for m in merges for i in dataclasses.astuple(m.nodes)}  # type: ignore[arg-type]
+    floating = ins.floating()
+    run = ins
+    if floating is not None:
+        run = ins.replace(floating[0], floating[1].detach().requires_grad_(True))
+    with batch_statistics(model):
+        rec = record(
+            model,
+            run.args,
+            run.kwargs,
+            hooks=dict.fromkeys(wanted, keep),
+            grad=True,
+            keep_values=False,
+        )
+        for i in wanted - set(kept):  # forks that are model inputs
+            name = rec.nodes[i].name
+            if floating is not None and name in (f"input{floating[0]}", floating[0]):
+                kept[i] = run.floating()[1]  # type: ignore[index]
+        loss = task.loss(rec.output, ins)
+        g_merge = torch.autograd.grad(
+            loss,
+            [kept[m.nodes.merge] for m in merges],  # type: ignore[union-attr]
+            retain_graph=True,
+            allow_unused=True,
+        )
+        for m, g in zip(merges, g_merge):
+            assert m.nodes is not None
+            out["merges"].append(m.name)
+            out["modules"].append(m.module)
+            out["blocks"].append(merge_block(model, m))
+            fork = kept.get(m.nodes.fork)
+            for op, key in ((m.nodes.shortcut, "shortcut_grad"), (m.nodes.branch, "branch_grad")):
+                gx = None
+                if g is not None and fork is not None and fork.requires_grad:
+                    (gx,) = torch.autograd.grad(
+                        kept[op], fork, grad_outputs=g, retain_graph=True, allow_unused=True
+                    )
+                out[key].append(0.0 if gx is None else float(gx.norm()))
+    return out
