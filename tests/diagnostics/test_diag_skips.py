@@ -159,7 +159,8 @@ def test_a_merge_fx_misses_is_kept_and_named():
 
 def test_gradient_split_and_branch_variance_skip_merges_the_traced_graph_lacks():
     # The discriminator's merges are found only by the recorded forward pass; re-running the
-    # fx graph for them used to raise KeyError on a node name it does not have.
+    # fx graph for them used to raise KeyError on a node name it does not have, and then gave
+    # no split at all. The split now re-runs the recorded forward pass: all 4 merges.
     import torch.nn.functional as F
 
     from skiplab.diagnostics import gradient_split, signal_propagation
@@ -168,6 +169,7 @@ def test_gradient_split_and_branch_variance_skip_merges_the_traced_graph_lacks()
     model = create_model(name)
     (x,) = example_inputs(name)
     split = gradient_split(model, (x,), torch.ones(x.shape[0], 1), F.mse_loss)
-    assert split["merges"] == []  # nothing of the traced graph to split; nothing invented
+    assert split["modules"] == [f"blocks.{i}" for i in range(4)]
+    assert all(0 < g < float("inf") for g in split["shortcut_grad"] + split["branch_grad"])
     stats = signal_propagation(model, (x,))
     assert len(stats["var"]) > 0 and all(v == v for v in stats["var"])
