@@ -529,20 +529,43 @@ def train(
 
 @cli.command()
 @click.argument("model")
-@click.option("--data", "data_name", default="mnist1d", show_default=True, help="Dataset name.")
+@click.option(
+    "--data", "data_name", default=None, help="Dataset name (default mnist1d when the model "
+    "brings no inputs and neither --input-shape nor --tokens is given).",
+)  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Directory the dataset reads its files from (cifar10).",
+)
+@click.option(
+    "--input-shape",
+    default=None,
+    help="Random inputs of this shape per example, e.g. 3,224,224 (random labels).",
+)
+@click.option("--tokens", default=None, help="Random token ids: VOCAB,LENGTH, e.g. 1000,32.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 4096),
+    default=16,
+    show_default=True,
+    help="Examples of --input-shape or --tokens.",
+)
 @click.option(
     "--probes",
     "probe_spec",
     default="all",
     show_default=True,
-    help="'all' or a comma list of: skips, signal, gradflow, jacobian, paths, landscape, lesion.",
+    help="'all' or a comma list of: skips, signal, gradflow, jacobian, paths, landscape, lesion "
+    "(with a model's own inputs, --input-shape or --tokens: the first five).",
 )
 @click.option(
     "--epochs",
     type=click.IntRange(0, MAX_EPOCHS),
     default=1,
     show_default=True,
-    help="Training before the landscape and lesion probes (0: analyse the untrained model).",
+    help="Training on --data before the landscape and lesion probes (0: the untrained model).",
 )
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
@@ -553,28 +576,163 @@ def train(
 )
 @STORE_OPTION
 def diagnose(
-    model: str, data_name: str, probe_spec: str, epochs: int, seed: int, out: Path,
+    model: str, data_name: str | None, data_dir: Path | None, input_shape: str | None,
+    tokens: str | None, batch_size: int, probe_spec: str, epochs: int, seed: int, out: Path,
     store_path: Path,
 ) -> None:  # fmt: skip
-    """Measure what the skips of MODEL do: a registry name or package.module:factory."""
+    """Measure what the skips of MODEL do: a registry name or package.module:factory.
+
+    A factory returns a model, or ``(model, example_inputs)`` or ``(model, example_inputs,
+    target)``: its inputs are then used as they are.
+    """
     import torch
 
-    from skiplab.data import get_dataset
-    from skiplab.models import create_model
-    from skiplab.report.diagnose import load_factory, parse_probes, run_diagnose
+    from skiplab.report.diagnose import load_factory, parse_probes
 
     probes = parse_probes(probe_spec)
     _check_out_dir(out, "--out")
-    splits = get_dataset(data_name)
+    given = [o for o, v in (("--data", data_name), ("--input-shape", input_shape),
+                            ("--tokens", tokens)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)}: give one source of inputs, not several")
     torch.manual_seed(seed)
-    if ":" in model:
-        net = _user_factory(model, load_factory)
-    else:
+    example: Any = None
+    target: Any = None
+    if ":" in model:  # imported first: a dataset it registers is known below
+        built = _user_factory(model, load_factory)
+        net, *rest = built if isinstance(built, tuple) else (built,)
+        example, target = [*rest, None, None][:2]
+        if example is not None and given:
+            raise UserError(f"model {model!r} brings its own inputs: leave out {given[0]}")
+    if example is None and (input_shape is not None or tokens is not None):
+        example = _random_inputs(input_shape, tokens, batch_size, seed)
+        if ":" not in model:
+            net = _registry_for_inputs(model, example)
+    if example is not None:
+        _diagnose_inputs(net, example, target, model, probes, probe_spec, out, store_path)
+        return
+    data_name = data_name or "mnist1d"
+    command = " ".join(["skiplab diagnose", model, "--data", data_name, "--probes", probe_spec,
+                        "--epochs", str(epochs), "--seed", str(seed)])  # fmt: skip
+    _diagnose_data(model, net if ":" in model else None, data_name, data_dir,
+                   probes, epochs, seed, out, store_path, command)  # fmt: skip
+
+
+def _random_inputs(shape: str | None, tokens: str | None, batch: int, seed: int) -> Any:
+    """Random images of ``--input-shape`` (with random labels drawn later) or token ids."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if shape is not None:
+        dims = _int_list(shape, "--input-shape", "C,H,W (e.g. 3,224,224)")
+        if math.prod(dims) * batch > 2**28:
+            raise UserError(
+                f"--input-shape {shape} with --batch-size {batch}: {math.prod(dims) * batch} "
+                "values is too many (at most 2**28); lower one"
+            )
+        return torch.randn(batch, *dims, generator=gen)
+    assert tokens is not None
+    vocab, length = _int_list(tokens, "--tokens", "VOCAB,LENGTH (e.g. 1000,32)", size=2)
+    if vocab < 2 or length < 2:
+        raise UserError(f"--tokens {tokens}: VOCAB and LENGTH must both be at least 2")
+    return torch.randint(0, vocab, (batch, length), generator=gen)
+
+
+def _int_list(text: str, option: str, form: str, size: int | None = None) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 or v > 65536 for v in values) or (size and len(values) != size):
+        raise UserError(f"{option} {text!r}: expected {form}, positive integers up to 65536")
+    return values
+
+
+def _registry_for_inputs(model: str, x: Any) -> Any:
+    """A registry model built for random inputs ``x`` (image channels, 10 classes)."""
+    from skiplab.models import create_model, model_family
+
+    if not x.is_floating_point():
+        raise UserError(
+            f"--tokens feeds token ids; registry model {model!r} ({model_family(model)}) takes "
+            "no token ids: use a package.module:factory for a language model"
+        )
+    return create_model(model, num_classes=10, **_input_kwargs(model, tuple(x.shape[1:])))
+
+
+def _diagnose_inputs(
+    net: Any, example: Any, target: Any, name: str, probes: list[str], spec: str, out: Path,
+    store_path: Path,
+) -> None:  # fmt: skip
+    """``skiplab.diagnose`` on the model's own inputs (or random ones), stored as a run."""
+    import torch
+
+    from skiplab.diagnostics import Inputs, diagnose, primary
+    from skiplab.diagnostics.diagnosis import PROBES
+
+    bad = [p for p in probes if p not in PROBES]
+    if bad and spec.strip().lower() != "all":
+        raise UserError(
+            f"--probes {', '.join(bad)}: with a model's own inputs the probes are "
+            f"{', '.join(PROBES)} (paths and landscape need --data)"
+        )
+    probes = [p for p in probes if p in PROBES]
+    inputs = Inputs.of(example)
+    if target is None and isinstance(example, torch.Tensor) and example.is_floating_point():
+        try:  # random images: random labels for the gradient probes and the lesion study
+            with torch.no_grad():
+                logits = primary(net.eval()(example))
+        except Exception as err:
+            raise UserError(
+                f"model {name!r} does not run on inputs {inputs.describe()} "
+                f"({type(err).__name__}: {_first_line(err)})"
+            ) from None
+        if logits.dim() == 2:
+            gen = torch.Generator().manual_seed(0)
+            target = torch.randint(0, logits.shape[1], (logits.shape[0],), generator=gen)
+    try:
+        with Store(store_path) as store:
+            run_id = store.start_run(f"diagnose {name}", "diagnose",
+                                     {"model": name, "inputs": inputs.describe(),
+                                      "probes": probes})  # fmt: skip
+            try:
+                result = diagnose(net, inputs, target=target, probes=probes, out=out, log=_echo)
+            except BaseException as err:
+                store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
+                raise
+            store.finish_run(run_id, "completed", results=result.as_dict())
+    except ValueError as err:
+        if "does not run on inputs" in str(err):
+            raise UserError(f"model {name!r}: {_first_line(err)}") from None
+        raise
+    for probe, why in result.errors.items():
+        _echo(f"diagnose: {probe}: {why}")
+    assert result.page is not None
+    click.echo(f"report: {result.page.resolve()}")
+
+
+def _diagnose_data(
+    model: str, net: Any, data_name: str, data_dir: Path | None, probes: list[str],
+    epochs: int, seed: int, out: Path, store_path: Path, command: str,
+) -> None:  # fmt: skip
+    """The dataset path: brief training on ``--data``, then every probe, stored as a run."""
+    from skiplab.data import DatasetOptionError, get_dataset
+    from skiplab.models import create_model
+    from skiplab.report.diagnose import run_diagnose
+
+    try:
+        splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
+    except DatasetOptionError as err:
+        if "root" not in err.options:
+            raise
+        raise UserError(
+            f"--data-dir {data_dir}: dataset {data_name!r} reads no directory (it ships with "
+            "skiplab or is generated); leave out --data-dir"
+        ) from None
+    if net is None:
         net = create_model(
             model, num_classes=splits.num_classes, **_input_kwargs(model, splits.input_shape)
         )
-    command = " ".join(["skiplab diagnose", model, "--data", data_name, "--probes", probe_spec,
-                        "--epochs", str(epochs), "--seed", str(seed)])  # fmt: skip
     with Store(store_path) as store:
         index = _naming(
             out, run_diagnose,

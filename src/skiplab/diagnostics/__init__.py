@@ -1,5 +1,6 @@
 """Diagnostics that work on any nn.Module."""
 
+from skiplab.diagnostics._inputs import Inputs, Task, infer_task, primary
 from skiplab.diagnostics._probe import (
     AbstractProbe,
     batch_statistics,
@@ -7,6 +8,7 @@ from skiplab.diagnostics._probe import (
     eval_mode,
     find_blocks,
 )
+from skiplab.diagnostics.diagnosis import Diagnosis, diagnose
 from skiplab.diagnostics.gradflow import GradientFlowProbe, gradient_flow_at_init, gradient_split
 from skiplab.diagnostics.information import (
     gaussian_channel_mi,
@@ -60,7 +62,9 @@ from skiplab.diagnostics.skips import Merge, SkipReport, find_skips, trace
 
 __all__ = [
     "AbstractProbe",
+    "Diagnosis",
     "GradientFlowProbe",
+    "Inputs",
     "LesionResult",
     "LossLine",
     "LossPlane",
@@ -69,6 +73,7 @@ __all__ = [
     "SignalPropagationProbe",
     "SkipReport",
     "SpectralNorm",
+    "Task",
     "batch_statistics",
     "block_paths",
     "block_spectral_norms",
@@ -76,6 +81,7 @@ __all__ = [
     "boundary_map",
     "chain_path_stats",
     "channel_stats",
+    "diagnose",
     "dice",
     "dirichlet_energy",
     "eval_mode",
@@ -88,6 +94,7 @@ __all__ = [
     "gradient_flow_at_init",
     "gradient_split",
     "graph_paths",
+    "infer_task",
     "iou",
     "ksg_mi",
     "layer_features",
@@ -103,6 +110,7 @@ __all__ = [
     "path_gradient_contribution",
     "plot_line",
     "plot_plane",
+    "primary",
     "rayleigh_quotient",
     "segmentation_scores",
     "signal_propagation",

@@ -194,7 +194,7 @@ def singular_values(fn: Fn, x: torch.Tensor) -> torch.Tensor:
 
 def block_spectral_norms(
     model: nn.Module,
-    inputs: tuple[Any, ...],
+    inputs: Any,
     *,
     iters: int = 40,
     tol: float = 1e-3,
@@ -204,66 +204,116 @@ def block_spectral_norms(
 ) -> dict[str, Any]:
     """Spectral norm of every block's input-output Jacobian, and of the whole network.
 
-    Batch-norm layers use batch statistics (nothing updated). With ``per_example`` (default)
-    only the first example is used, so the result is the Jacobian of one input's map (batch
-    normalisation then normalises over that example's positions); otherwise the Jacobian is
-    that of the whole batch, coupled through the batch statistics (also the fallback when a
-    single example cannot run, e.g. ``BatchNorm1d`` on ``(1, C)``).
+    Any model and its real inputs (a tensor, a tuple, keyword arguments or
+    :class:`~skiplab.diagnostics.Inputs`). Each block is called as in the model's forward pass,
+    with every argument it got (attention masks, position embeddings, ``edge_index``) held
+    fixed; the Jacobian is that of its main output (:func:`~skiplab.diagnostics.primary`) with
+    respect to its first floating-point argument (the hidden states). Batch-norm layers use
+    batch statistics (nothing updated). With ``per_example`` (default) only the first example
+    is used (a graph is taken whole); when one example cannot run (``BatchNorm1d`` on
+    ``(1, C)``), the smallest of 2, 4 and 8 examples that runs.
 
     ``iters``, ``tol`` and ``res_tol`` are those of :func:`spectral_norm`. Measured: a GPT-2
     block and torch's ``TransformerEncoderLayer`` (width 32, 5 tokens) reach ``res_tol`` in 10
-    to 17 iterations, within 1e-5 of the exact value; the default 40 (was 20) leaves room.
+    to 17 iterations, within 1e-5 of the exact value; the default 40 leaves room.
 
     Returns:
-        ``blocks`` (names), ``sigma``, ``iterations`` and ``converged`` (per block), and
-        ``network``, ``network_iterations``, ``network_converged`` (the whole model's
-        input-to-output spectral norm) when ``whole``.
+        ``blocks`` (names), ``sigma``, ``iterations``, ``converged`` and ``errors`` ("" or why
+        the block has no value) per block, ``examples`` (how many were used), and ``network``,
+        ``network_iterations``, ``network_converged`` when ``whole`` and the inputs have a
+        floating-point tensor, else ``network_note`` saying why not.
     """
-    blocks = find_blocks(model)
-    captured: dict[int, torch.Tensor] = {}
-    handles = [
-        b.register_forward_pre_hook(
-            lambda _m, args, i=i: captured.__setitem__(i, args[0].detach().clone())
-        )
-        for i, (_, b) in enumerate(blocks)
-    ]
-    first = tuple(
-        a[:1].clone() if per_example and isinstance(a, torch.Tensor) else a for a in inputs
-    )
-    try:
-        with batch_statistics(model), torch.no_grad():
-            try:
-                model(*first)
-            except ValueError:  # BatchNorm on (1, C) has no batch statistics: use the batch
-                first = tuple(inputs)
-                model(*first)
-    finally:
-        for h in handles:
-            h.remove()
-    sigmas, its, conv = [], [], []
+    from skiplab.diagnostics._inputs import Inputs, primary
+
+    ins = Inputs.of(inputs)
+    blocks = find_blocks(model, ins.head(8))
+    captured, first = _block_calls(model, blocks, ins, per_example)
+    out: dict[str, Any] = {"blocks": [n for n, _ in blocks], "sigma": [], "iterations": [],
+                           "converged": [], "errors": [],
+                           "examples": first.batch_size if first.tensors() else 0}  # fmt: skip
     with batch_statistics(model):
         for i, (_, block) in enumerate(blocks):
-            if i not in captured:
-                sigmas.append(float("nan"))
-                its.append(0)
-                conv.append(False)
-                continue
-            res = spectral_norm(block, captured[i], iters=iters, tol=tol, res_tol=res_tol)
-            sigmas.append(res.sigma)
-            its.append(res.iterations)
-            conv.append(res.converged)
-        out: dict[str, Any] = {
-            "blocks": [n for n, _ in blocks],
-            "sigma": sigmas,
-            "iterations": its,
-            "converged": conv,
-        }
-        if whole and isinstance(first[0], torch.Tensor) and first[0].is_floating_point():
-            rest = first[1:]
+            sigma, its, conv, error = float("nan"), 0, False, ""
+            try:
+                if i not in captured:
+                    raise RuntimeError("the block did not run in the forward pass")
+                res = _block_norm(block, *captured[i], iters=iters, tol=tol, res_tol=res_tol)
+                sigma, its, conv = res.sigma, res.iterations, res.converged
+            except Exception as err:  # one block must not lose the others
+                error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            out["sigma"].append(sigma)
+            out["iterations"].append(its)
+            out["converged"].append(conv)
+            out["errors"].append(error)
+        where = first.floating()
+        if whole and where is not None:
+            key, x = where
             res = spectral_norm(
-                lambda t: model(t, *rest), first[0], iters=iters, tol=tol, res_tol=res_tol
-            )
+                lambda t: primary(first.replace(key, t)(model)), x, iters=iters, tol=tol,
+                res_tol=res_tol,
+            )  # fmt: skip
             out["network"] = res.sigma
             out["network_iterations"] = res.iterations
             out["network_converged"] = res.converged
+        elif whole:
+            out["network_note"] = (
+                "the inputs are integer token ids: the input-output Jacobian is not defined; "
+                "per-block values only"
+            )
     return out
+
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _block_calls(
+    model: nn.Module, blocks: list[tuple[str, nn.Module]], ins: Any, per_example: bool
+) -> tuple[dict[int, Call], Any]:
+    """Each block's first call (arguments, detached copies) in a forward pass on one example,
+    or on the fewest examples that run; and the inputs that pass used."""
+    captured: dict[int, Call] = {}
+
+    def copy(t: Any) -> Any:
+        return t.detach().clone() if isinstance(t, torch.Tensor) else t
+
+    def keep(i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if i not in captured:  # a block called twice (a shared layer): its first call
+                captured[i] = (tuple(map(copy, args)), {k: copy(v) for k, v in kwargs.items()})
+
+        return hook
+
+    sizes = (1, 2, 4, 8) if per_example and ins.batched else (None,)
+    first = ins
+    with batch_statistics(model), torch.no_grad():
+        for n in sizes:
+            first = ins.head(n) if n is not None else ins
+            captured.clear()
+            handles = [
+                b.register_forward_pre_hook(keep(i), with_kwargs=True)
+                for i, (_, b) in enumerate(blocks)
+            ]
+            try:
+                first(model)
+                break
+            except ValueError:  # BatchNorm on (1, C) has no batch statistics: more examples
+                if n == sizes[-1]:
+                    raise
+            finally:
+                for h in handles:
+                    h.remove()
+    return captured, first
+
+
+def _block_norm(
+    block: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], **settings: Any
+) -> SpectralNorm:
+    """The spectral norm of ``block``'s main output by its first floating-point argument."""
+    from skiplab.diagnostics._inputs import Inputs, primary
+
+    call = Inputs(args, kwargs)
+    where = call.floating()
+    if where is None:
+        raise TypeError("the block takes no floating-point tensor to differentiate")
+    key, x = where
+    return spectral_norm(lambda t: primary(call.replace(key, t)(block)), x, **settings)

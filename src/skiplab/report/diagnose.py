@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from skiplab import _plot
@@ -30,6 +29,7 @@ from skiplab.claims import Figure, Table
 from skiplab.data import Splits
 from skiplab.diagnostics import (
     GradientFlowProbe,
+    SkipReport,
     block_spectral_norms,
     find_blocks,
     find_skips,
@@ -45,6 +45,7 @@ from skiplab.diagnostics import (
     plot_plane,
     signal_propagation,
 )
+from skiplab.diagnostics.diagnosis import Diagnosis
 from skiplab.nn import Residual
 from skiplab.report.builder import _ENV, report_lock, write_page
 from skiplab.store import Store
@@ -272,48 +273,64 @@ def _skips(
 ) -> None:
     report = find_skips(model, (x,))
     res["skips"] = report.as_dict()
-    counts = res["skips"]["counts"]
+    _skips_page(sec, report, figdir)
+
+
+def _skips_page(sec: Section, report: SkipReport, figdir: Path) -> None:
+    counts = report.as_dict()["counts"]
+    by = {m.method for m in report.merges}
+    methods = " and ".join(
+        {"fx": "torch.fx tracing", "forward": "the recorded forward pass"}[k] for k in sorted(by)
+    )
     sec.notes.append(
-        f"Found by {report.method}: {counts['residual']} residual add(s), {counts['concat']} "
-        f"concatenation(s), {counts['gated']} gated mix(es)."
-        + (f" {report.note}" if report.note else "")
+        f"Found by {methods or 'neither method'}: {counts['residual']} residual add(s), "
+        f"{counts['concat']} concatenation(s), {counts['gated']} gated mix(es)."
+        + (f" {report.note}." if report.note else "")
     )
     rows = [
-        [m.kind, m.module or "(top)", m.shortcut, m.branch, m.shortcut_layers, m.branch_layers,
-         m.shortcut_norm, m.branch_norm, m.ratio]
+        [m.kind, m.module or "(root)", m.branch_module or "-", m.scale or "-", m.method,
+         m.shortcut_layers, m.branch_layers, m.shortcut_norm, m.branch_norm, m.ratio]
         for m in report.merges
     ]  # fmt: skip
     sec.tables.append(
         Table(
-            "Merges", ["kind", "module", "shortcut", "branch", "layers (s)", "layers (b)",
-                       "|shortcut|", "|branch|", "|branch| / |shortcut|"], rows,
-            "layers: weight layers between the fork and the operand; norms are mean per-example L2",
+            "Merges", ["kind", "module", "branch module", "scaled", "found by", "layers (s)",
+                       "layers (b)", "|shortcut|", "|branch|", "|branch| / |shortcut|"], rows,
+            "module: the module whose forward performs the merge; layers: weight layers between "
+            "the fork and the operand; norms are mean per-example L2",
         )
     )  # fmt: skip
-    if report.merges:
-        fig, axes = _plot.subplots(1, 1, width=max(5.0, 0.22 * len(report.merges) + 2), height=3.4)
-        ax = axes[0][0]
-        ratios = [m.ratio for m in report.merges]
-        colors = [
-            {"residual": _plot.RESIDUAL, "concat": "#2ca02c", "gated": "#9467bd"}[m.kind]
-            for m in report.merges
-        ]
-        ax.bar(range(len(ratios)), ratios, color=colors)
-        ax.axhline(1.0, color=_plot.REFERENCE, ls="--", lw=1)
-        ax.set(
-            xlabel="merge (forward order)",
-            ylabel="|branch| / |shortcut|",
-            title="branch-to-shortcut ratio per merge",
+    if not report.merges:
+        sec.notes.append("No merge was found, so there is no ratio plot: the model has no skips.")
+        return
+    fig, axes = _plot.subplots(1, 1, width=max(5.0, 0.3 * len(report.merges) + 2), height=3.8)
+    ax = axes[0][0]
+    ratios = [m.ratio for m in report.merges]
+    colors = [
+        {"residual": _plot.RESIDUAL, "concat": "#2ca02c", "gated": "#9467bd"}[m.kind]
+        for m in report.merges
+    ]
+    ax.bar(range(len(ratios)), ratios, color=colors)
+    ax.axhline(1.0, color=_plot.REFERENCE, ls="--", lw=1)
+    _name_ticks(ax, [m.module or "(root)" for m in report.merges])
+    ax.set(ylabel="|branch| / |shortcut|", title="branch-to-shortcut ratio per merge")
+    ax.set_yscale("log")
+    _plot.save(fig, figdir / "skips.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "skips.png",
+            "Branch-to-shortcut norm ratio of every merge, labelled by its module (log scale; "
+            "blue residual, green concatenation, purple gated).",
         )
-        ax.set_yscale("log")
-        _plot.save(fig, figdir / "skips.png")
-        sec.figures.append(
-            _fig(
-                figdir,
-                "skips.png",
-                "Branch-to-shortcut norm ratio of every merge (log scale; blue residual, green concatenation, purple gated).",
-            )
-        )
+    )
+
+
+def _name_ticks(ax: Any, names: list[str], limit: int = 40) -> None:
+    """Label the x axis with module names (every k-th one when there are many)."""
+    step = max(1, math.ceil(len(names) / limit))
+    ax.set_xticks(range(0, len(names), step))
+    ax.set_xticklabels(names[::step], rotation=60, ha="right", fontsize=7)
 
 
 def _signal(
@@ -321,21 +338,32 @@ def _signal(
 ) -> None:
     sp = signal_propagation(model, (x,))
     res["signal"] = sp
-    fig, axes = _plot.subplots(1, 3, width=4.0, height=3.3)
-    idx = np.arange(1, len(sp["blocks"]) + 1)
+    _signal_page(sec, sp, figdir)
+
+
+def _signal_page(sec: Section, sp: dict[str, Any], figdir: Path) -> None:
+    blocks = list(sp["blocks"])
+    if not blocks:
+        sec.notes.append("The model has no blocks to measure, so there is no plot.")
+        return
+    fig, axes = _plot.subplots(1, 3, width=4.0, height=3.8)
+    idx = np.arange(len(blocks))
     for ax, key, label in zip(
         axes[0], ("sq_mean", "var", "branch_var"),
         ("average channel squared mean", "average channel variance", "residual branch variance"),
     ):  # fmt: skip
         vals = np.asarray(sp[key], dtype=float)
         ax.plot(idx, vals, "o-", color=_plot.RESIDUAL, ms=3)
-        ax.set(title=label, xlabel="block")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=label)
+        _name_ticks(ax, blocks, limit=16)
         finite = vals[np.isfinite(vals) & (vals > 0)]
         if finite.size and finite.max() / finite.min() > 20:
             ax.set_yscale("log")
         else:
             ax.ticklabel_format(axis="y", useOffset=False)
+        if not finite.size:
+            ax.text(0.5, 0.5, "no finite value:\nsee the reasons below", ha="center",
+                    va="center", transform=ax.transAxes)  # fmt: skip
     _plot.save(fig, figdir / "signal.png")
     sec.figures.append(
         _fig(
@@ -344,8 +372,9 @@ def _signal(
             "Signal propagation plot at init (Brock et al. 2021), block outputs in forward order; branch variance is missing for blocks without a residual branch.",
         )
     )
-    sec.tables.append(Table("Per block", ["block", "squared mean", "variance", "branch variance"],
-                            [[b, s, v, bv] for b, s, v, bv in zip(sp["blocks"], sp["sq_mean"], sp["var"], sp["branch_var"])]))  # fmt: skip
+    reasons = sp.get("reasons") or [""] * len(blocks)
+    sec.tables.append(Table("Per block", ["block", "squared mean", "variance", "branch variance", "why a value is missing"],
+                            [[b, s, v, bv, r] for b, s, v, bv, r in zip(blocks, sp["sq_mean"], sp["var"], sp["branch_var"], reasons)]))  # fmt: skip
 
 
 def _jacobian(
@@ -353,40 +382,77 @@ def _jacobian(
 ) -> None:
     jac = block_spectral_norms(model, (x,), tol=1e-3)
     res["jacobian"] = jac
-    fig, axes = _plot.subplots(1, 1, width=6, height=3.3)
-    ax = axes[0][0]
-    ax.plot(range(1, len(jac["sigma"]) + 1), jac["sigma"], "o-", color=_plot.RESIDUAL, ms=3)
-    ax.axhline(1.0, color=_plot.REFERENCE, ls="--", lw=1, label="1 (norm-preserving)")
-    ax.set(
-        xlabel="block",
-        ylabel="sigma_max(dy/dx)",
-        title="block Jacobian spectral norms at init",
-        yscale="log",
-    )
-    ax.legend()
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _plot.save(fig, figdir / "jacobian.png")
-    sec.figures.append(
-        _fig(
-            figdir,
-            "jacobian.png",
-            "Largest singular value of each block's input-output Jacobian at init.",
+    _jacobian_page(sec, jac, figdir)
+
+
+def _jacobian_page(sec: Section, jac: dict[str, Any], figdir: Path) -> None:
+    blocks = list(jac["blocks"])
+    if blocks:
+        fig, axes = _plot.subplots(1, 1, width=max(6.0, 0.3 * len(blocks) + 2), height=3.8)
+        ax = axes[0][0]
+        ax.plot(range(len(blocks)), jac["sigma"], "o-", color=_plot.RESIDUAL, ms=3)
+        ax.axhline(1.0, color=_plot.REFERENCE, ls="--", lw=1, label="1 (norm-preserving)")
+        ax.set(ylabel="sigma_max(dy/dx)", title="block Jacobian spectral norms", yscale="log")
+        _name_ticks(ax, blocks)
+        ax.legend()
+        _plot.save(fig, figdir / "jacobian.png")
+        sec.figures.append(
+            _fig(
+                figdir,
+                "jacobian.png",
+                "Largest singular value of each block's input-output Jacobian, by block.",
+            )
         )
-    )
+    else:
+        sec.notes.append("The model has no blocks to measure, so there is no plot.")
     if "network" in jac:
         sec.notes.append(
-            f"Whole network (input to logits): spectral norm {jac['network']:.4g} after "
+            f"Whole network (input to output): spectral norm {jac['network']:.4g} after "
             f"{jac['network_iterations']} Lanczos iterations"
             + ("." if jac.get("network_converged") else " (not converged: a lower bound).")
         )
+    if jac.get("network_note"):
+        sec.notes.append(str(jac["network_note"]))
+    errors = jac.get("errors") or [""] * len(blocks)
     sec.tables.append(
         Table(
             "Per block",
-            ["block", "sigma_max", "iterations", "converged"],
+            ["block", "sigma_max", "iterations", "converged", "error"],
             [
                 list(r)
-                for r in zip(jac["blocks"], jac["sigma"], jac["iterations"], jac["converged"])
+                for r in zip(blocks, jac["sigma"], jac["iterations"], jac["converged"], errors)
             ],
+        )
+    )
+
+
+def _split_page(sec: Section, split: dict[str, Any], figdir: Path) -> None:
+    """The shortcut/branch split of dL/dx at each residual merge (Python API page)."""
+    merges = list(split.get("merges", []))
+    labels = list(split.get("modules", merges))
+    if not merges:
+        sec.notes.append("No residual merge was found, so there is no gradient split to plot.")
+        return
+    fig, axes = _plot.subplots(1, 1, width=max(6.0, 0.3 * len(merges) + 2), height=3.8)
+    ax = axes[0][0]
+    ax.semilogy(split["shortcut_grad"], "o-", color=_plot.RESIDUAL, label="via shortcut", ms=3)
+    ax.semilogy(split["branch_grad"], "s-", color=_plot.PLAIN, label="via branch", ms=3)
+    ax.set(title="gradient reaching each merge's fork", ylabel="norm")
+    _name_ticks(ax, [m or "(root)" for m in labels])
+    ax.legend()
+    _plot.save(fig, figdir / "gradflow.png")
+    sec.figures.append(
+        _fig(
+            figdir,
+            "gradflow.png",
+            "Norm of the part of dL/dx that arrives through the shortcut and through the branch of each residual merge, labelled by the merge's module.",
+        )
+    )
+    sec.tables.append(
+        Table(
+            "Per merge",
+            ["module", "via shortcut", "via branch"],
+            [list(r) for r in zip(labels, split["shortcut_grad"], split["branch_grad"])],
         )
     )
 
@@ -568,12 +634,26 @@ def _lesion(
     ks = sorted({k for k in (1, 2, n_blocks // 4, n_blocks // 2) if k >= 1})
     les = lesion_study(model, x, y, ks=ks, draws=4)
     res["lesion"] = les.as_dict()
-    fig, axes = _plot.subplots(1, 2, width=5.0, height=3.4)
-    ax = axes[0][0]
+    _lesion_page(sec, les, figdir)
+
+
+def _lesion_page(sec: Section, les: Any, figdir: Path) -> None:
+    metric = getattr(les, "metric", "accuracy")
     names = list(les.single)
+    if les.not_deletable:
+        sec.notes.append(
+            f"Not deletable (output shape differs from input, no shortcut): {', '.join(les.not_deletable)}."
+        )
+    if not names:
+        sec.notes.append("Nothing could be deleted, so there is no lesion plot.")
+        return
+    bounded = metric.endswith("accuracy")
+    fig, axes = _plot.subplots(1, 2, width=5.0, height=3.8)
+    ax = axes[0][0]
     ax.plot(range(len(names)), [les.single[n] for n in names], "o-", color=_plot.RESIDUAL, ms=3)
     ax.axhline(les.base, color=_plot.REFERENCE, ls="--", label=f"intact {les.base:.3f}")
-    ax.set(title="delete one block", xlabel="deleted block", ylabel="test accuracy", ylim=(0, 1))
+    ax.set(title="delete one", ylabel=metric, **({"ylim": (0, 1)} if bounded else {}))
+    _name_ticks(ax, names, limit=20)
     ax.legend()
     ax = axes[0][1]
     if les.random:
@@ -586,31 +666,69 @@ def _lesion(
             color=_plot.RESIDUAL,
             capsize=3,
         )
-    ax.set(title="delete k random blocks", xlabel="k", ylabel="test accuracy", ylim=(0, 1))
+    else:
+        ax.text(0.5, 0.5, "fewer than two deletable units:\nno random subsets", ha="center",
+                va="center", transform=ax.transAxes)  # fmt: skip
+    ax.set(title="delete k at random", xlabel="k", ylabel=metric,
+           **({"ylim": (0, 1)} if bounded else {}))  # fmt: skip
     _plot.save(fig, figdir / "lesion.png")
     sec.figures.append(
         _fig(
             figdir,
             "lesion.png",
-            "Test accuracy after deleting one block (left) and k random blocks (right, mean and spread over draws).",
+            f"Test {metric} after deleting one block or residual branch (left) and k random ones at once (right, mean and spread over draws).",
         )
     )
     sec.tables.append(
         Table(
-            "Delete one block",
-            ["block", "test accuracy", "change"],
+            "Delete one",
+            ["deleted", metric, "change"],
             [[n, a, a - les.base] for n, a in les.single.items()],
         )
     )
-    if les.not_deletable:
-        sec.notes.append(
-            f"Not deletable (output shape differs from input, no shortcut): {', '.join(les.not_deletable)}."
-        )
 
 
-def load_factory(spec: str) -> nn.Module:
+def write_diagnosis(diagnosis: Diagnosis, out: Path) -> Path:
+    """The page of a :func:`skiplab.diagnose` result: ``out/index.html`` and its figures."""
+    figdir = out / "figures"
+    with report_lock(out):
+        check_regular_target(out / "index.html", "report file")
+        sections = []
+        pages: dict[str, tuple[Any, Callable[[Section, Any, Path], None]]] = {
+            "skips": (diagnosis.skips, _skips_page),
+            "signal": (diagnosis.signal, _signal_page),
+            "gradflow": (diagnosis.gradient_split, _split_page),
+            "jacobian": (diagnosis.jacobian, _jacobian_page),
+            "lesion": (diagnosis.lesion, _lesion_page),
+        }
+        for key, (value, page) in pages.items():
+            if value is None and key not in diagnosis.errors:
+                continue
+            sec = Section(key, _TITLES[key], _ABOUT[key], wall_s=diagnosis.wall_s.get(key, 0.0))
+            if key == "gradflow":
+                sec.about = (
+                    "The split of the gradient reaching each residual merge's fork between "
+                    "its shortcut and its branch, at the current weights."
+                )
+            if value is not None:
+                page(sec, value, figdir)
+            sec.error = diagnosis.errors.get(key)
+            sections.append(sec)
+        note = f"Blocks: {', '.join(diagnosis.blocks) or 'none found'}."
+        html = _ENV.get_template("diagnose.html").render(
+            model=diagnosis.model, data=f"inputs {diagnosis.inputs}", epochs=None, run_id=None,
+            training=f"{note} Loss: {diagnosis.task or 'none'}.", params=diagnosis.params, sections=sections,
+            generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), store_path="", command="",
+        )  # fmt: skip
+        index = out / "index.html"
+        write_page(index, html)
+    return index
+
+
+def load_factory(spec: str) -> Any:
     """Build a model from ``package.module:factory`` (the current directory is importable, as
-    with ``python -m``)."""
+    with ``python -m``): the factory returns a model, ``(model, example_inputs)`` or
+    ``(model, example_inputs, target)``."""
     import importlib
     import os
     import sys
@@ -628,12 +746,13 @@ def load_factory(spec: str) -> nn.Module:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ValueError(f"model {spec!r}: {module_name} has no callable {attr!r}")
-    model = factory()
+    built = factory()
+    model = built[0] if isinstance(built, tuple) and 2 <= len(built) <= 3 else built
     if not isinstance(model, nn.Module):
         raise ValueError(
             f"model {spec!r}: the factory returned {type(model).__name__}, not an nn.Module"
         )
-    return model
+    return built
 
 
 def train_briefly(model: nn.Module, splits: Splits, epochs: int, seed: int) -> dict[str, Any]:
