@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from skiplab.diagnostics._inputs import Inputs, primary
 from skiplab.diagnostics._probe import (
     AbstractProbe,
     batch_statistics,
@@ -42,8 +43,14 @@ class SignalPropagationProbe(AbstractProbe):
         (one value per block; NaN where a block has no residual branch).
     """
 
-    def __init__(self, layout: str = "auto", every: int = 1) -> None:
+    def __init__(
+        self,
+        layout: str = "auto",
+        every: int = 1,
+        blocks: list[tuple[str, nn.Module]] | None = None,
+    ) -> None:
         super().__init__()
+        self._given = blocks
         resolve_layout(layout, torch.zeros(1, 1))  # validates the name
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -60,7 +67,7 @@ class SignalPropagationProbe(AbstractProbe):
         return f"SignalPropagationProbe(layout={self.layout!r}, every={self.every})"
 
     def _attach(self, model: nn.Module) -> None:
-        blocks = find_blocks(model)
+        blocks = self._given if self._given is not None else find_blocks(model)
         self.blocks = [n for n, _ in blocks]
         self._block_modules = [b for _, b in blocks]
         self._keep(model.register_forward_pre_hook(self._start))
@@ -94,8 +101,9 @@ class SignalPropagationProbe(AbstractProbe):
 
     def _out_hook(self, i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            if self._current is None or not isinstance(out, torch.Tensor):
+            if self._current is None:
                 return
+            out = primary(out)  # a transformer block returns a tuple: its hidden states first
             stats = channel_stats_tensor(out, self._layout_of(out))
             self._current["sq_mean"][i] = stats[0]  # tensors until collect(): no sync per hook
             self._current["var"][i] = stats[1]
@@ -120,43 +128,52 @@ class SignalPropagationProbe(AbstractProbe):
         }
 
 
-def signal_propagation(
-    model: nn.Module, inputs: tuple[Any, ...], layout: str = "auto"
-) -> dict[str, Any]:
+def signal_propagation(model: nn.Module, inputs: Any, layout: str = "auto") -> dict[str, Any]:
     """Brock et al.'s statistics for one forward pass at the current weights (batch statistics
-    in batch-norm layers, nothing updated).
+    in batch-norm layers, nothing updated), on any model and its real inputs (a tensor, a tuple,
+    keyword arguments or :class:`~skiplab.diagnostics.Inputs`).
+
+    Blocks are those :func:`~skiplab.diagnostics.find_blocks` finds on the inputs; a block's
+    output is its main tensor (:func:`~skiplab.diagnostics.primary`: a transformer block's
+    hidden states). The branch variance of a skiplab ``Residual`` is that of its branch as it
+    enters the add; of any other block, that of the branch operand of the last residual add
+    inside it, from the recorded forward pass.
 
     Returns:
-        ``blocks``, ``sq_mean``, ``var``, ``branch_var`` (lists over blocks) and ``layout``.
+        ``blocks``, ``sq_mean``, ``var``, ``branch_var`` (lists over blocks), ``reasons`` (per
+        block, "" or why a value is missing) and ``layout``.
     """
-    probe = SignalPropagationProbe(layout)
+    from skiplab.diagnostics._probe import merge_block
+    from skiplab.diagnostics.skips import find_skips
+
+    ins = Inputs.of(inputs)
+    report = None
+    found = find_blocks(model)
+    if not any(isinstance(b, Residual) for _, b in found):
+        report = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False)
+        found = find_blocks(model, merges=report.merges)
+    probe = SignalPropagationProbe(layout, blocks=found)
     with batch_statistics(model), probe.attached(model), torch.no_grad():
-        model(*inputs)
+        ins(model)
         rec = probe.collect()
     last = rec["records"][-1]
     blocks = rec["blocks"]
-    if any(not isinstance(b, Residual) for _, b in find_blocks(model)):
-        _branches_from_trace(model, inputs, layout, blocks, last["branch_var"])
-    return {"blocks": blocks, "layout": layout, **last}
-
-
-def _branches_from_trace(
-    model: nn.Module, inputs: tuple[Any, ...], layout: str, blocks: list[str], out: list[float]
-) -> None:
-    """Branch variances of hand-written blocks from the traced graph: the branch of the last
-    residual merge inside each block (e.g. the MLP branch of a transformer block)."""
-    from skiplab.diagnostics.skips import find_skips
-
-    report = find_skips(model, inputs)
-    if report.traced is None:
-        return
-    by_name = {n.name: n for n in report.traced.graph.nodes}
-    for i, name in enumerate(blocks):
+    reasons = [""] * len(blocks)
+    for i, (name, block) in enumerate(found):
+        if isinstance(block, Residual) or report is None or report.recording is None:
+            continue
         inside = [
             m for m in report.merges
-            if m.kind == "residual" and m.method == "fx"
-            and (m.module == name or m.module.startswith(name + "."))
+            if m.kind == "residual" and m.nodes is not None
+            and (merge_block(model, m) == name or m.module.startswith(name + "."))
         ]  # fmt: skip
         if inside:
-            value = report.traced.values[by_name[inside[-1].branch]]
-            out[i] = channel_stats(value, resolve_layout(layout, value, model))[1]
+            value = report.recording.values[inside[-1].nodes.branch]  # type: ignore[union-attr]
+            last["branch_var"][i] = channel_stats(value, resolve_layout(layout, value, model))[1]
+    for i in range(len(found)):
+        missing = [k for k in ("sq_mean", "var", "branch_var") if last[k][i] != last[k][i]]
+        if "var" in missing:
+            reasons[i] = "the block did not run in this forward pass"
+        elif missing:
+            reasons[i] = "no residual add in this block: no branch variance"
+    return {"blocks": blocks, "layout": layout, "reasons": reasons, **last}
