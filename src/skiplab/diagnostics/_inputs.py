@@ -23,18 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skiplab.diagnostics._record import _tensors
+
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
-
-
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, list | tuple):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, Mapping):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 def _map(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
