@@ -101,6 +101,9 @@ class Recording:
     """The recorded data-flow graph of one forward pass, and each node's value.
 
     ``ancestors[i]`` is a bit set (a Python int) of every node that node ``i`` depends on.
+    ``overwritten`` holds the nodes whose tensor a later in-place op changed (the ``out`` of
+    ``out += identity``, an add's output fed to ``nn.ReLU(inplace=True)``): a probe that keeps
+    such a tensor to differentiate through must keep a copy the model does not write to.
     """
 
     nodes: list[Node] = field(default_factory=list)
@@ -108,6 +111,7 @@ class Recording:
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     output: Any = None
     keep_values: bool = True
+    overwritten: set[int] = field(default_factory=set)
 
     def add(self, node: Node, value: torch.Tensor) -> None:
         anc = 0
@@ -166,10 +170,12 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "") or str(func)
         ins = list(_tensors((args, kwargs)))
-        if _mutates(name, kwargs) and self.rec.keep_values:
+        if _mutates(name, kwargs):
             for t in _tensors((args[:1], kwargs.get("out"))):
-                if id(t) in self.node_of:  # the value its node had, before the op overwrites it
-                    self.rec.values[self.node_of[id(t)]] = t.detach().clone()
+                if id(t) in self.node_of:
+                    self.rec.overwritten.add(self.node_of[id(t)])
+                    if self.rec.keep_values:  # the value its node had, before the op writes
+                        self.rec.values[self.node_of[id(t)]] = t.detach().clone()
         out = func(*args, **kwargs)
         outs = list(_tensors(out))
         if name == "__setitem__":  # ``x[i] = v`` returns nothing: x itself is the new value

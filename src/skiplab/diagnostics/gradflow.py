@@ -204,9 +204,15 @@ def gradient_split(
     if not merges:
         return out
     kept: dict[int, torch.Tensor] = {}
+    # a tensor a later in-place op writes to (``out += identity`` writes the sum into the
+    # branch's output, ``nn.ReLU(inplace=True)`` rectifies the add's output) would no longer be
+    # the node's value: the model goes on with a copy, and the node keeps its own tensor
+    overwritten = report.recording.overwritten if report.recording is not None else set()
 
     def keep(node: Any, _args: Any, value: Any) -> Any:
         kept[node.index] = value
+        if node.index in overwritten and isinstance(value, torch.Tensor):
+            return value.clone()
         return value
 
     wanted = {i for m in merges for i in dataclasses.astuple(m.nodes)}  # type: ignore[arg-type]
