@@ -134,7 +134,7 @@ def _reference(x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
     grads: dict[int, torch.Tensor] = {}
     forks: dict[int, torch.Tensor] = {}
     handles = []
-    for i, block in enumerate(model[1:-1]):
+    for i, block in enumerate(b for b in model if isinstance(b, _Add)):
 
         def at_fork(_m: nn.Module, args: tuple[Any, ...], i: int = i) -> None:
             forks[i] = args[0]
@@ -150,7 +150,7 @@ def _reference(x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
         for h in handles:
             h.remove()
     shortcut, branch = [], []
-    for i, block in enumerate(model[1:-1]):
+    for i, block in enumerate(b for b in model if isinstance(b, _Add)):
         g = grads[i]
         fork = forks[i].detach().requires_grad_(True)
         (gb,) = torch.autograd.grad(block.f(fork), fork, grad_outputs=g)

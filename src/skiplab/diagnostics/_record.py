@@ -18,6 +18,7 @@ makes a new node for the same tensor, and the value its old node had is copied f
 from __future__ import annotations
 
 import numbers
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -157,7 +158,24 @@ class _Recorder(TorchFunctionMode):
         self.node_of: dict[int, int] = {}  # id(tensor) -> node index
         # id(tensor) -> (computed from parameters, is a weight matrix or a view of one)
         self.static: dict[int, tuple[bool, bool]] = {}
-        self.keep: list[torch.Tensor] = []  # holds every seen tensor, so ids stay unique
+        # every seen tensor, so ids stay unique: held while values are kept anyway; otherwise a
+        # weak reference drops a dead tensor's entries (a pass that keeps no values must not
+        # hold every activation of the batch alive)
+        self.keep: list[torch.Tensor] = []
+        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+
+    def _hold(self, t: torch.Tensor) -> None:
+        """Keep ``id(t)`` meaning ``t``: hold ``t``, or forget its entries when it dies."""
+        if self.rec.keep_values:
+            self.keep.append(t)
+            return
+        key = id(t)
+        self._refs[key] = weakref.ref(t, lambda _ref: self._forget(key))
+
+    def _forget(self, key: int) -> None:
+        self.node_of.pop(key, None)
+        self.static.pop(key, None)
+        self._refs.pop(key, None)
 
     def mark_inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         named = [(f"input{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
@@ -192,7 +210,7 @@ class _Recorder(TorchFunctionMode):
         new = self.hooks[index](self.rec.nodes[index], args, out)
         if new is not out and isinstance(new, torch.Tensor):
             self.node_of[id(new)] = index
-            self.keep.append(new)
+            self._hold(new)
             if self.rec.keep_values:
                 self.rec.values[index] = new
         return new
@@ -216,7 +234,7 @@ class _Recorder(TorchFunctionMode):
         for t in outs:
             self.node_of.pop(id(t), None)
             self.static[id(t)] = (from_params, weight)
-            self.keep.append(t)
+            self._hold(t)
 
     def _record(
         self, name: str, args: Any, ins: list[torch.Tensor], outs: list[torch.Tensor]
@@ -248,7 +266,7 @@ class _Recorder(TorchFunctionMode):
         )  # fmt: skip
         self.static.pop(id(t), None)
         self.node_of[id(t)] = index
-        self.keep.append(t)
+        self._hold(t)
         self.rec.add(node, t)
 
     def _node(self, a: Any) -> int | None:
@@ -320,7 +338,8 @@ def record(
         grad: record with autograd on (the hooks see tensors that gradients flow through);
             default off.
         keep_values: keep every node's value (default); off, only the graph is kept (a pass
-            over many examples that only needs its hooks).
+            over many examples that only needs its hooks), and the recording holds no tensor
+            alive: its memory is that of the model's own forward pass.
 
     Returns:
         the :class:`Recording`, with ``output`` the model's return value.

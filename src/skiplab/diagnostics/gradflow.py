@@ -172,7 +172,9 @@ def gradient_split(
     One recorded forward pass with autograd keeps each add ``m = s + b``, its operands and its
     fork ``x``; the two shares of ``dL/dx`` are the vector-Jacobian products
     ``(ds/dx)^T dL/dm`` and ``(db/dx)^T dL/dm``. Batch-norm layers use batch statistics and
-    nothing is updated.
+    nothing is updated. The adds are found on the first two examples (node indices of a
+    forward pass that takes the same path on the whole batch); a tensor an in-place op later
+    overwrites (``out += identity``) is kept as it was, the model going on with a copy.
 
     Args:
         inputs: anything :meth:`Inputs.of` takes (a tuple of positional arguments).
@@ -184,14 +186,18 @@ def gradient_split(
         ``branch_grad`` (norms), ``method`` ("forward").
     """
     from skiplab.diagnostics._probe import batch_statistics, merge_block
-    from skiplab.diagnostics._record import record
+    from skiplab.diagnostics._record import check_node, record
     from skiplab.diagnostics.skips import find_skips
 
     ins = Inputs.of(inputs)
     if task is None:
-        task = infer_task(model, ins, target=target, loss_fn=loss_fn)
+        with batch_statistics(model), torch.no_grad():  # its forward pass updates nothing
+            task = infer_task(model, ins, target=target, loss_fn=loss_fn)
+    # the adds are found on two examples: that recording keeps every value, and on the whole
+    # batch it would hold all activations next to the autograd graph of the pass below
+    head = ins.head(2)
     with batch_statistics(model):
-        report = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False)
+        report = find_skips(model, head.args, kwargs=head.kwargs, use_fx=False)
     merges = [m for m in report.merges if m.kind == "residual" and m.nodes is not None]
     out: dict[str, Any] = {
         "merges": [],
@@ -207,9 +213,12 @@ def gradient_split(
     # a tensor a later in-place op writes to (``out += identity`` writes the sum into the
     # branch's output, ``nn.ReLU(inplace=True)`` rectifies the add's output) would no longer be
     # the node's value: the model goes on with a copy, and the node keeps its own tensor
-    overwritten = report.recording.overwritten if report.recording is not None else set()
+    assert report.recording is not None  # use_fx=False: the recorded pass found the merges
+    found = report.recording.nodes
+    overwritten = report.recording.overwritten
 
     def keep(node: Any, _args: Any, value: Any) -> Any:
+        check_node(node, found[node.index].op, found[node.index].module)
         kept[node.index] = value
         if node.index in overwritten and isinstance(value, torch.Tensor):
             return value.clone()

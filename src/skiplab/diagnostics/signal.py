@@ -23,7 +23,6 @@ from skiplab.diagnostics._inputs import Inputs, primary
 from skiplab.diagnostics._probe import (
     AbstractProbe,
     batch_statistics,
-    channel_stats,
     channel_stats_tensor,
     find_blocks,
     resolve_layout,
@@ -143,37 +142,72 @@ def signal_propagation(model: nn.Module, inputs: Any, layout: str = "auto") -> d
         ``blocks``, ``sq_mean``, ``var``, ``branch_var`` (lists over blocks), ``reasons`` (per
         block, "" or why a value is missing) and ``layout``.
     """
-    from skiplab.diagnostics._probe import merge_block
-    from skiplab.diagnostics.skips import find_skips
+    from skiplab.diagnostics._record import record
 
     ins = Inputs.of(inputs)
-    report = None
     found = find_blocks(model)
+    branches: dict[int, tuple[int, Any]] = {}  # block -> (node index, its node in discovery)
     if not any(isinstance(b, Residual) for _, b in found):
-        report = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False)
-        found = find_blocks(model, merges=report.merges)
+        found, branches = _branch_nodes(model, ins)
     probe = SignalPropagationProbe(layout, blocks=found)
+    stats: dict[int, torch.Tensor] = {}  # node index -> channel statistics of the batch
+
+    def hook(node: Any, _args: Any, value: Any) -> Any:
+        seen = expected[node.index]
+        if isinstance(value, torch.Tensor) and (node.op, node.module) == (seen.op, seen.module):
+            stats[node.index] = channel_stats_tensor(value, resolve_layout(layout, value, model))
+        return value
+
+    expected = dict(branches.values())
+    hooks = dict.fromkeys(expected, hook)
     with batch_statistics(model), probe.attached(model), torch.no_grad():
-        ins(model)
+        if hooks:  # one pass: the block statistics and, from the recording, the branches'
+            record(model, ins.args, ins.kwargs, hooks=hooks, keep_values=False)
+        else:
+            ins(model)
         rec = probe.collect()
     last = rec["records"][-1]
     blocks = rec["blocks"]
     reasons = [""] * len(blocks)
-    for i, (name, block) in enumerate(found):
-        if isinstance(block, Residual) or report is None or report.recording is None:
-            continue
+    for i, (idx, _) in branches.items():
+        if idx in stats:
+            last["branch_var"][i] = float(stats[idx][1])
+    for i in range(len(found)):
+        missing = [k for k in ("sq_mean", "var", "branch_var") if last[k][i] != last[k][i]]
+        if "var" in missing:
+            reasons[i] = "the block did not run in this forward pass"
+        elif missing and i in branches:
+            reasons[i] = (
+                "the forward pass on the whole batch did not make the add found on its first "
+                "two examples: no branch variance"
+            )
+        elif missing:
+            reasons[i] = "no residual add in this block: no branch variance"
+    return {"blocks": blocks, "layout": layout, "reasons": reasons, **last}
+
+
+def _branch_nodes(
+    model: nn.Module, ins: Inputs
+) -> tuple[list[tuple[str, nn.Module]], dict[int, tuple[int, Any]]]:
+    """The blocks owning the merges, and per block the branch operand of its last residual add
+    (its node index and node), found on the first two examples: a recording that keeps every
+    value of the whole batch would hold all its activations at once."""
+    from skiplab.diagnostics._probe import merge_block
+    from skiplab.diagnostics.skips import find_skips
+
+    head = ins.head(2)
+    report = find_skips(model, head.args, kwargs=head.kwargs, use_fx=False)
+    found = find_blocks(model, merges=report.merges)
+    branches: dict[int, tuple[int, Any]] = {}
+    if report.recording is None:
+        return found, branches
+    for i, (name, _) in enumerate(found):
         inside = [
             m for m in report.merges
             if m.kind == "residual" and m.nodes is not None
             and (merge_block(model, m) == name or m.module.startswith(name + "."))
         ]  # fmt: skip
         if inside:
-            value = report.recording.values[inside[-1].nodes.branch]  # type: ignore[union-attr]
-            last["branch_var"][i] = channel_stats(value, resolve_layout(layout, value, model))[1]
-    for i in range(len(found)):
-        missing = [k for k in ("sq_mean", "var", "branch_var") if last[k][i] != last[k][i]]
-        if "var" in missing:
-            reasons[i] = "the block did not run in this forward pass"
-        elif missing:
-            reasons[i] = "no residual add in this block: no branch variance"
-    return {"blocks": blocks, "layout": layout, "reasons": reasons, **last}
+            idx = inside[-1].nodes.branch  # type: ignore[union-attr]
+            branches[i] = (idx, report.recording.nodes[idx])
+    return found, branches
