@@ -9,6 +9,7 @@ ResNet-50 with 16 images of 224x224).
 
 from __future__ import annotations
 
+import gc
 import weakref
 from typing import Any
 
@@ -38,6 +39,33 @@ def test_recording_without_values_holds_no_activation_alive():
         rec = record(model, (x,), keep_values=True)
     assert alive_at_end == [False, False, True]  # plain, without values, with values
     assert len(rec.values) == len(rec.nodes)
+
+
+class _Keep:
+    """A node hook that keeps the tensor it sees (as the gradient split's does)."""
+
+    def __init__(self) -> None:
+        self.kept: list[torch.Tensor] = []
+
+    def __call__(self, _node: Any, _args: Any, out: Any) -> Any:
+        self.kept.append(out)
+        return out
+
+
+def test_recording_without_values_leaves_nothing_alive_after_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+    x = torch.randn(4, 8)
+    hook = _Keep()
+    gc.disable()  # what reference counting alone frees, without waiting for the cycle collector
+    try:
+        with torch.no_grad():
+            record(model, (x,), hooks={2: hook}, keep_values=False)  # node 2: the tanh
+        ref = weakref.ref(hook.kept[0])
+        del hook  # the hook and what it kept must not outlive the recording
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 class _Block(nn.Module):

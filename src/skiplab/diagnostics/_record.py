@@ -172,6 +172,12 @@ class _Recorder(TorchFunctionMode):
         key = id(t)
         self._refs[key] = weakref.ref(t, lambda _ref: self._forget(key))
 
+    def release(self) -> None:
+        """Drop the weak references: their callbacks hold the recorder, which holds the hooks
+        (and what they keep), a cycle that would otherwise outlive the pass until the cycle
+        collector runs."""
+        self._refs.clear()
+
     def _forget(self, key: int) -> None:
         self.node_of.pop(key, None)
         self.static.pop(key, None)
@@ -348,8 +354,11 @@ def record(
     with module_stack(model) as stack, torch.set_grad_enabled(grad):
         recorder = _Recorder(stack, hooks, keep_values)
         recorder.mark_inputs(args, kwargs)
-        with recorder:
-            recorder.rec.output = model(*args, **kwargs)
+        try:
+            with recorder:
+                recorder.rec.output = model(*args, **kwargs)
+        finally:
+            recorder.release()
     return recorder.rec
 
 

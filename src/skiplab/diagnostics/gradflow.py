@@ -216,6 +216,7 @@ def gradient_split(
     assert report.recording is not None  # use_fx=False: the recorded pass found the merges
     found = report.recording.nodes
     overwritten = report.recording.overwritten
+    report.recording.values.clear()  # the merges are found: not held through the pass below
 
     def keep(node: Any, _args: Any, value: Any) -> Any:
         check_node(node, found[node.index].op, found[node.index].module)
