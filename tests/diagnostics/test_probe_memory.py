@@ -113,3 +113,28 @@ def test_signal_and_gradient_split_keep_values_of_two_examples_only(value_record
     loss = F.cross_entropy(model[3](model[2](out)), y)
     (g,) = torch.autograd.grad(loss, out)
     assert split["shortcut_grad"][0] == pytest.approx(float(g.norm()), rel=1e-5)
+
+
+class _InPlace(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.f = nn.Sequential(nn.Linear(width, width), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.f(x)
+        out += x  # torchvision's ResNet add: the sum overwrites the branch's output
+        return torch.relu_(out)
+
+
+def test_gradient_split_copies_no_branch_an_in_place_add_overwrites():
+    from skiplab.diagnostics.gradflow import _summed_into
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), _InPlace(8), _InPlace(8))
+    report = skips.find_skips(model, (torch.randn(2, 4),), use_fx=False)
+    merges = [m for m in report.merges if m.nodes is not None]
+    assert report.recording is not None and len(merges) == 2
+    lost = _summed_into(merges, report.recording.nodes)
+    assert lost == {m.nodes.branch for m in merges if m.nodes is not None}
+    # the sums, overwritten by relu_, are copied; the branches are not
+    assert {m.nodes.merge for m in merges if m.nodes is not None} <= report.recording.overwritten
