@@ -31,7 +31,7 @@ def _top_singular_value(fn: Any, x: torch.Tensor) -> float:
     """Exact: the full Jacobian by reverse mode, then its singular values in float64."""
     with sdpa_kernel(SDPBackend.MATH):
         jac = torch.func.jacrev(fn)(x.detach().clone())
-    return float(torch.linalg.svdvals(jac.reshape(-1, x.numel()).double())[0])
+    return float(torch.linalg.svdvals(jac.detach().reshape(-1, x.numel()).double())[0])
 
 
 def test_gpt2_first_block_sigma_is_the_exact_top_singular_value():
