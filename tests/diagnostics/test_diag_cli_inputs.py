@@ -98,7 +98,7 @@ def test_a_dataset_the_factory_module_registers_is_found(factory, capsys):
         (["resnet20", "--tokens", "100,8"], "takes no token ids"),
         (["resnet20", "--data", "mnist1d", "--tokens", "10,4"], "one source of inputs"),
         (["userzoo:gpt2", "--input-shape", "3,8,8"], "brings its own inputs"),
-        (["userzoo:gpt2", "--probes", "landscape"], "paths and landscape need --data"),
+        (["userzoo:gpt2", "--probes", "skips,bogus"], "unknown probe(s) bogus"),
         (["resnet20", "--input-shape", "1000,1000,1000"], "too many"),
     ],
 )
