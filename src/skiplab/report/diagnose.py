@@ -113,11 +113,7 @@ def write_diagnosis(diagnosis: Diagnosis, out: Path) -> Path:
     """
     with report_lock(out):
         check_regular_target(out / "index.html", "report file")
-        note = f"Blocks: {', '.join(diagnosis.blocks) or 'none found'}."
-        return _write(
-            diagnosis, out, data=f"inputs {diagnosis.inputs}",
-            training=f"{note} Loss: {diagnosis.task or 'none'}.",
-        )  # fmt: skip
+        return _write(diagnosis, out, data=f"inputs {diagnosis.inputs}", training="")
 
 
 def _write(
@@ -133,9 +129,15 @@ def _write(
     command: str = "",
 ) -> Path:
     secs = sections(diagnosis.results, diagnosis.errors, diagnosis.wall_s, out / "figures")
+    summary = [
+        f"{diagnosis.model}: {len(diagnosis.blocks)} block(s): "
+        f"{', '.join(diagnosis.blocks) or 'none found'}.",
+        f"Loss for the gradient probes and the lesion study: {diagnosis.task or 'none'}.",
+    ]
     html = _ENV.get_template("diagnose.html").render(
         model=title or diagnosis.model, data=data, epochs=epochs, run_id=run_id, training=training,
         params=diagnosis.params, sections=secs, store_path=store_path, command=command,
+        summary=summary,
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
     )  # fmt: skip
     index = out / "index.html"
