@@ -241,11 +241,15 @@ def channel_stats_tensor(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 @contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in training mode with batch-norm layers using batch statistics and updating
-    nothing, for measurements at init (Brock et al. 2021 measure with batch statistics; eval
-    mode at init would apply the untouched running statistics 0 and 1).
+    """Run ``model`` with batch-norm layers using batch statistics and updating nothing, for
+    measurements at init (Brock et al. 2021 measure with batch statistics; eval mode at init
+    would apply the untouched running statistics 0 and 1).
 
-    Everything (mode, running buffers, ``track_running_stats``) is restored on exit.
+    Everything else is in eval mode: dropout (``nn.Dropout``, and attention dropout, which
+    transformers applies only while its module trains) and drop-path are off, so a measurement
+    describes the network rather than one random thinning of it. Batch-norm layers without
+    running statistics normalise with the batch's in eval mode too. Everything (mode, running
+    buffers, ``track_running_stats``) is restored on exit.
     """
     saved = []
     was_training = model.training
@@ -255,7 +259,7 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
             m.track_running_stats = False
             m.running_mean = None
             m.running_var = None
-    model.train()
+    model.eval()
     try:
         yield model
     finally:
