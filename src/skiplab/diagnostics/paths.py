@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from skiplab.diagnostics._probe import batch_statistics
-from skiplab.diagnostics.skips import Traced, _Graph, _tensor_args
+from skiplab.diagnostics._record import Recording
+from skiplab.diagnostics.skips import SkipReport, Traced, _Graph, _tensor_args
 from skiplab.nn import Residual
 
 
@@ -123,13 +124,20 @@ def model_block_paths(model: nn.Module) -> PathStats:
     return block_paths(flags)
 
 
-def computation_graph(traced: Traced) -> tuple[nx.DiGraph, Any, Any]:
-    """The data-flow graph of a trace: tensor-valued nodes on a path from input to output.
+def computation_graph(graph: Traced | Recording | SkipReport) -> tuple[nx.DiGraph, Any, Any]:
+    """The data-flow graph of a trace or a recorded forward pass, from input to output.
 
     Edge ``u -> v`` has ``length`` 1 when ``v`` is a weight layer (convolution, linear map,
-    embedding), else 0. Returns ``(graph, source, sink)``.
+    embedding, a matmul by a weight), else 0. A :class:`Traced` graph's nodes are fx node names
+    (source: the first placeholder, sink: the output); a :class:`Recording`'s are node indices
+    (see :func:`recording_endpoints`). A :class:`SkipReport` gives its recording, or its trace
+    where it has no recording. Returns ``(graph, source, sink)``.
     """
-    g = _Graph(traced)
+    if isinstance(graph, SkipReport):
+        graph = _report_graph(graph)
+    if isinstance(graph, Recording):
+        return _recording_graph(graph)
+    g = _Graph(graph)
     dag = nx.DiGraph()
     source = next(n for n in g.nodes if n.op == "placeholder")
     out_node = next(n for n in g.nodes if n.op == "output")
@@ -143,9 +151,89 @@ def computation_graph(traced: Traced) -> tuple[nx.DiGraph, Any, Any]:
     return dag, source.name, out_node.name
 
 
-def graph_paths(traced: Traced) -> PathStats:
-    """Input-to-output path-length distribution of a traced model, in weight layers."""
-    dag, source, sink = computation_graph(traced)
+def _report_graph(report: SkipReport) -> Traced | Recording:
+    if report.recording is not None:
+        return report.recording
+    if report.traced is not None:
+        return report.traced
+    raise ValueError("the SkipReport holds neither a recording nor a trace: no graph to count")
+
+
+def recording_endpoints(rec: Recording) -> tuple[int, int]:
+    """``(source, sink)`` node indices of a recorded forward pass.
+
+    The source is the model's first input (its first positional argument, else its first
+    keyword argument: GPT-2's ``input_ids``, a graph's node features ``x``); the sink is the
+    node of the output's primary tensor (a ``ModelOutput``'s ``logits``,
+    :func:`~skiplab.diagnostics._inputs.primary`).
+
+    Raises:
+        ValueError: the recording has no input, kept no values (``keep_values=False``: the
+            output cannot be matched to a node), or its output depends on no input.
+    """
+    from skiplab.diagnostics._inputs import primary
+
+    source = next((n.index for n in rec.nodes if n.op == "input"), None)
+    if source is None:
+        raise ValueError("the recording has no input node: the model took no tensor input")
+    if not rec.values:
+        raise ValueError(
+            "the recording kept no values (keep_values=False): its output cannot be matched to "
+            "a node; record with keep_values=True"
+        )
+    out = primary(rec.output)
+    sink = next((i for i in reversed(range(len(rec.nodes))) if rec.values.get(i) is out), None)
+    if sink is None:
+        raise ValueError(
+            f"the model's output (shape {tuple(out.shape)}) is no node of the recording: it "
+            "depends on no input"
+        )
+    return source, sink
+
+
+def _recording_graph(rec: Recording) -> tuple[nx.DiGraph, int, int]:
+    source, sink = recording_endpoints(rec)
+    dag = nx.DiGraph()
+    dag.add_nodes_from((source, sink))
+    for node in rec.nodes:
+        for p in node.parents:
+            dag.add_edge(p, node.index, length=int(node.weight))
+    return dag, source, sink
+
+
+def _recording_paths(rec: Recording) -> list[float]:
+    """:func:`_count_paths` over a recording, whose node indices are already in topological
+    order (every parent is recorded before its child): one pass, no graph built."""
+    source, sink = recording_endpoints(rec)
+    dist: dict[int, np.ndarray] = {source: np.array([1.0])}
+    for node in rec.nodes[source + 1 : sink + 1]:
+        reached = [dist[p] for p in node.parents if p in dist]
+        if not reached:
+            continue
+        acc = np.zeros(max(map(len, reached)) + int(node.weight))
+        for d in reached:
+            acc[int(node.weight) : int(node.weight) + len(d)] += d
+        dist[node.index] = acc
+    out = dist.get(sink, np.zeros(1))
+    return np.trim_zeros(out, "b").tolist() or [0.0]
+
+
+def graph_paths(graph: Traced | Recording | SkipReport) -> PathStats:
+    """Input-to-output path-length distribution of a model, in weight layers.
+
+    Args:
+        graph: a torch.fx :class:`Traced` model, a recorded forward pass (:class:`Recording`,
+            any model: ``transformers``, PyG), or a :class:`SkipReport` (its recording, else its
+            trace). Both graphs of a model fx traces give the same counts.
+
+    Paths are counted by a dynamic programme over the graph in topological order (linear in
+    its size), as floats: a network of ``n`` residual blocks has about ``2^n`` of them.
+    """
+    if isinstance(graph, SkipReport):
+        graph = _report_graph(graph)
+    if isinstance(graph, Recording):
+        return PathStats(_recording_paths(graph), "weight layers")
+    dag, source, sink = computation_graph(graph)
     return PathStats(_count_paths(dag, source, sink), "weight layers")
 
 
