@@ -12,7 +12,7 @@ from torch import nn
 
 from skiplab.diagnostics import find_skips, graph_paths
 from skiplab.diagnostics._record import record
-from skiplab.diagnostics.paths import computation_graph, recording_endpoints
+from skiplab.diagnostics.paths import _count_paths, computation_graph, recording_endpoints
 from skiplab.models import create_model
 
 
@@ -97,3 +97,17 @@ def test_recording_without_values_or_input_dependent_output_is_refused():
 
     with pytest.raises(ValueError, match="depends on no input"):
         graph_paths(record(Constant(), (torch.randn(2),)))
+
+
+def test_gcnii_counts_follow_from_its_layers():
+    model, inputs, _ = zoo.build("gcnii")
+    paths = graph_paths(find_skips(model, inputs.args, use_fx=False))
+    # x0 = relu(lin_in(x)); each GCN2Conv is ((1 - a) P h + a x0) then one addmm (one weight
+    # layer: its identity mapping (1 - b) I + b W is one op), P h one gather-scatter along the
+    # edges. h1: 2 paths of length 2; h2: {2: 1, 3: 2}; h3: {2: 1, 3: 1, 4: 2}; lin_out adds 1.
+    # The scatter's index, expanded to the messages' shape, is no path: integer tensors made
+    # from node features (shapes, comparisons) carry none of their values
+    assert paths.counts == [0.0, 0.0, 0.0, 1.0, 1.0, 2.0]
+    report = find_skips(model, inputs.args, use_fx=False)
+    assert report.recording is not None
+    assert _count_paths(*computation_graph(report.recording)) == paths.counts  # the nx graph

@@ -133,7 +133,9 @@ def computation_graph(graph: Traced | Recording | SkipReport) -> tuple[nx.DiGrap
     Edge ``u -> v`` has ``length`` 1 when ``v`` is a weight layer (convolution, linear map,
     embedding, a matmul by a weight), else 0. A :class:`Traced` graph's nodes are fx node names
     (source: the first placeholder, sink: the output); a :class:`Recording`'s are node indices
-    (see :func:`recording_endpoints`). A :class:`SkipReport` gives its recording, or its trace
+    (see :func:`recording_endpoints`; no edge runs from floating data into an integer or boolean
+    tensor: a shape, a comparison or an index expanded to the data's shape carries none of its
+    values). A :class:`SkipReport` gives its recording, or its trace
     where it has no recording. Returns ``(graph, source, sink)``.
     """
     if isinstance(graph, SkipReport):
@@ -194,13 +196,21 @@ def recording_endpoints(rec: Recording) -> tuple[int, int]:
     return source, sink
 
 
+def _carries(rec: Recording, parent: int, node: Node) -> bool:
+    """The edge ``parent -> node`` carries values: an integer or boolean tensor computed from
+    floating data (a scatter index expanded to the messages' shape, a comparison, a shape)
+    holds none of them; integers from integers (token ids reshaped) still do."""
+    return node.floating or not rec.nodes[parent].floating
+
+
 def _recording_graph(rec: Recording) -> tuple[nx.DiGraph, int, int]:
     source, sink = recording_endpoints(rec)
     dag = nx.DiGraph()
     dag.add_nodes_from((source, sink))
     for node in rec.nodes:
         for p in node.parents:
-            dag.add_edge(p, node.index, length=int(node.weight))
+            if _carries(rec, p, node):
+                dag.add_edge(p, node.index, length=int(node.weight))
     return dag, source, sink
 
 
@@ -210,7 +220,7 @@ def _recording_paths(rec: Recording) -> list[float]:
     source, sink = recording_endpoints(rec)
     dist: dict[int, np.ndarray] = {source: np.array([1.0])}
     for node in rec.nodes[source + 1 : sink + 1]:
-        reached = [dist[p] for p in node.parents if p in dist]
+        reached = [dist[p] for p in node.parents if p in dist and _carries(rec, p, node)]
         if not reached:
             continue
         acc = np.zeros(max(map(len, reached)) + int(node.weight))
