@@ -85,6 +85,12 @@ def test_gcnii_node_classification_plane_and_default_line():
     for j, i in ((0, 2), (2, 0)):
         expected = _shifted_loss(model, inputs, task, [d1, d2], [plane.xs[i], plane.ys[j]])
         assert plane.loss[j][i] == pytest.approx(expected, rel=1e-5)
+    # grid points batched by vmap over functional_call: the same numbers, PyG's scatters too
+    vmapped = loss_plane(model, inputs, target, span=0.5, steps=3, seed=2, chunk=4)
+    torch.testing.assert_close(
+        torch.tensor(vmapped.loss), torch.tensor(plane.loss), rtol=1e-5, atol=0
+    )
+    assert _same_state(model, saved)
 
 
 def test_old_call_order_gives_the_same_numbers():
