@@ -135,8 +135,8 @@ def computation_graph(graph: Traced | Recording | SkipReport) -> tuple[nx.DiGrap
     (source: the first placeholder, sink: the output); a :class:`Recording`'s are node indices
     (see :func:`recording_endpoints`; no edge runs from floating data into an integer or boolean
     tensor: a shape, a comparison or an index expanded to the data's shape carries none of its
-    values). A :class:`SkipReport` gives its recording, or its trace
-    where it has no recording. Returns ``(graph, source, sink)``.
+    values). A :class:`SkipReport` gives its recording, or its trace where it has no recording.
+    Returns ``(graph, source, sink)``.
     """
     if isinstance(graph, SkipReport):
         graph = _report_graph(graph)
