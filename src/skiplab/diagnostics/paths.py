@@ -294,8 +294,8 @@ def path_gradient_contribution(
             labels alone give a classification loss, no target a next-token loss.
         task: the :class:`Task` (inferred from ``target`` and ``loss_fn`` when None).
         samples: random merge sets per length ``0 < k < n``.
-        mode: ``"batch"`` (training mode, batch-norm on batch statistics, nothing updated;
-            dropout is on) or ``"eval"``.
+        mode: ``"batch"`` (batch-norm on batch statistics, nothing updated, dropout off:
+            :func:`~skiplab.diagnostics.batch_statistics`) or ``"eval"``.
 
     Returns:
         ``n`` (merges), ``lengths`` (0..n), ``mean_grad`` (mean norm of the gradient at the

@@ -28,10 +28,9 @@ class Landscape(Probe):
     def measure(self, ctx: Context) -> dict[str, Any]:
         assert ctx.task is not None
         ins, task = ctx.inputs, ctx.task
-        loss = lambda out, _t: task.loss(out, ins)  # noqa: E731
-        line = loss_line(ctx.model, loss, ins.args, task.target, alphas=np.linspace(-1, 1, 31))
-        plane = loss_plane(ctx.model, loss, ins.args, task.target, span=1.0, steps=15)
-        return {"line": line.as_dict(), "plane": plane.as_dict(), "examples": ins.batch_size}
+        line = loss_line(ctx.model, ins, task=task, alphas=np.linspace(-1, 1, 31))
+        plane = loss_plane(ctx.model, ins, task=task, span=1.0, steps=15)
+        return {"line": line.as_dict(), "plane": plane.as_dict(), "inputs": ins.describe()}
 
     def page(self, sec: Section, result: dict[str, Any], figdir: Path) -> None:
         plot_line({"model": result["line"]}, figdir / "landscape_line.png",
@@ -49,5 +48,5 @@ class Landscape(Probe):
         z = np.asarray(result["plane"]["loss"])
         sec.notes.append(
             f"Centre loss {z[z.shape[0] // 2, z.shape[1] // 2]:.4g}, grid max {np.nanmax(z):.4g}, "
-            f"on {result.get('examples', '?')} fixed examples."
+            f"on fixed inputs {result['inputs']}."
         )

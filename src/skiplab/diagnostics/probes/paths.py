@@ -29,23 +29,25 @@ class Paths(Probe):
 
     def measure(self, ctx: Context) -> dict[str, Any]:
         out: dict[str, Any] = {"notes": []}
-        source = ctx.report.traced
-        if source is not None:
-            out["graph"] = graph_paths(source).as_dict()
-        else:
-            out["notes"].append(f"No computation graph to count paths in ({ctx.report.note}).")
+        try:
+            out["graph"] = graph_paths(ctx.report).as_dict()
+        except ValueError as err:
+            out["notes"].append(f"No computation-graph paths: {str(err).rstrip('.')}.")
         if any(isinstance(b, Residual) for _, b in ctx.blocks):
             out["blocks"] = model_block_paths(ctx.model).as_dict()
-        skips = any(isinstance(b, Residual) and b.shortcut is not None for _, b in ctx.blocks)
-        if skips and ctx.task is not None:
+        if not any(m.kind == "residual" for m in ctx.report.merges):
+            out["notes"].append("No residual merge, so no gradient contribution by path length.")
+        elif ctx.task is None:
+            out["notes"].append("No loss to differentiate, so no gradient contribution by length.")
+        else:
             ins, task = ctx.inputs, ctx.task
             if ins.batched and ins.batch_size > EXAMPLES:
                 ins, task = ins.head(EXAMPLES), task.slice(0, EXAMPLES, ins.batch_size)
-            out["gradient"] = path_gradient_contribution(
-                ctx.model, ins.args, task.target, lambda o, _t: task.loss(o, ins), samples=3
-            )
-        elif skips:
-            out["notes"].append("No loss to differentiate, so no gradient contribution by length.")
+            try:
+                out["gradient"] = path_gradient_contribution(ctx.model, ins, task=task, samples=3)
+            except ValueError as err:  # merges that do not form a chain (GCNII's x0 residual)
+                why = str(err).rstrip(".")
+                out["notes"].append(f"No gradient contribution by path length: {why}.")
         return out
 
     def page(self, sec: Section, result: dict[str, Any], figdir: Path) -> None:
@@ -76,7 +78,7 @@ class Paths(Probe):
             ax = axes[0][-1]
             tot = np.asarray(contrib["total"])
             ax.bar(contrib["lengths"], tot / tot.sum(), color=_plot.RESIDUAL)
-            ax.set(title="gradient contribution by path length", xlabel="path length (blocks)",
+            ax.set(title="gradient contribution by path length", xlabel="path length (merges)",
                    ylabel="share of total gradient")  # fmt: skip
         sec.figure(
             figdir, fig, "paths.png",
