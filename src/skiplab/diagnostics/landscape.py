@@ -125,25 +125,15 @@ def _problem(
     model: nn.Module,
     inputs: Any,
     target: Any,
-    legacy: tuple[Any, ...],
     task: Task | None,
     loss_fn: LossFn | None,
     caller: str,
 ) -> tuple[Inputs, Task]:
-    """The inputs and task of a landscape call, from the new order ``(model, inputs, target)``
-    or the old one ``(model, loss_fn, inputs, target)`` (a callable second argument)."""
+    """The inputs and task of a landscape call."""
     if callable(inputs) and not isinstance(inputs, Inputs | torch.Tensor):
-        if loss_fn is not None or task is not None:
-            raise TypeError(
-                f"{caller}(model, loss_fn, inputs, target) takes no loss_fn= or task= as well"
-            )
-        if len(legacy) > 1:
-            raise TypeError(f"{caller}(model, loss_fn, inputs, target) takes 4 positionals")
-        loss_fn, inputs, target = inputs, target, (legacy[0] if legacy else None)
-    elif legacy:
         raise TypeError(
-            f"{caller}(model, inputs, target) takes 3 positional arguments (the old order "
-            f"{caller}(model, loss_fn, inputs, target) needs a callable loss_fn second)"
+            f"{caller}(model, inputs, target): the second argument is the model's inputs, got "
+            f"the callable {getattr(inputs, '__name__', inputs)!r}; pass a loss as loss_fn="
         )
     ins = Inputs.of(inputs)
     if task is None:
@@ -181,7 +171,7 @@ def loss_line(
     model: nn.Module,
     inputs: Any,
     target: Any = None,
-    *legacy: Any,
+    *,
     task: Task | None = None,
     loss_fn: LossFn | None = None,
     alphas: Any = None,
@@ -209,14 +199,12 @@ def loss_line(
         chunk: grid points per vmapped forward (the model must run under ``torch.func.vmap``);
             1 (default) moves the weights in place instead.
 
-    The old order ``loss_line(model, loss_fn, inputs, target)`` still works: a callable second
-    argument is the loss function.
-
     Raises:
         ValueError: no loss can be inferred (pass ``target``, ``loss_fn`` or ``task``).
-        TypeError: the arguments mix the two call orders, or give ``task`` and a target.
+        TypeError: a callable where the inputs go (a loss belongs in ``loss_fn=``), or both
+            ``task`` and a target or loss.
     """
-    ins, task = _problem(model, inputs, target, legacy, task, loss_fn, "loss_line")
+    ins, task = _problem(model, inputs, target, task, loss_fn, "loss_line")
     a = torch.as_tensor(
         np.linspace(-1, 1, 41) if alphas is None else np.asarray(alphas), dtype=torch.float32
     )
@@ -233,7 +221,7 @@ def loss_plane(
     model: nn.Module,
     inputs: Any,
     target: Any = None,
-    *legacy: Any,
+    *,
     task: Task | None = None,
     loss_fn: LossFn | None = None,
     span: float = 1.0,
@@ -243,8 +231,7 @@ def loss_plane(
 ) -> LossPlane:
     """2-D landscape on a ``steps x steps`` grid over ``[-span, span]^2`` (Li et al. §4).
 
-    Inputs, target, task and loss as in :func:`loss_line` (the old order
-    ``loss_plane(model, loss_fn, inputs, target)`` still works).
+    Inputs, target, task and loss as in :func:`loss_line`.
 
     Args:
         span: half-width of the grid in units of the filter-normalised directions.
@@ -253,7 +240,7 @@ def loss_plane(
         chunk: grid points per vmapped forward (memory grows with it); 1 (default) moves the
             weights in place, point by point, and restores them.
     """
-    ins, task = _problem(model, inputs, target, legacy, task, loss_fn, "loss_plane")
+    ins, task = _problem(model, inputs, target, task, loss_fn, "loss_plane")
     gen = torch.Generator().manual_seed(seed)
     d1 = filter_normalized_direction(model, gen)
     d2 = filter_normalized_direction(model, gen)
