@@ -1,0 +1,174 @@
+"""SkipDiagnostics in a real Lightning Trainer: a 1-D ResNet-20 (batch norm, 9 residual blocks)
+trained 6 steps, measured every 2.
+
+The event files must hold exactly steps 2, 4, 6 for every tag; the tags must name the
+LightningModule's real modules; the last value must be what gradient_split and
+signal_propagation give on the final weights and the last batch; and the run must end with the
+same weights, batch-norm statistics and optimizer state, bit for bit, as the run without the
+callback.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip(
+    "lightning", reason="lightning is not installed: pip install 'skiplab[lightning]'"
+)
+pytest.importorskip("tensorboard")
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
+
+from skiplab.diagnostics import gradient_split, signal_propagation
+from skiplab.integrations.lightning import SkipDiagnostics
+from skiplab.models import create_model
+
+K, STEPS, BATCH, BLOCKS = 2, 6, 8, 9
+
+
+class Classifier(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = create_model("resnet20", dim=1, in_channels=1, num_classes=4)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, _idx):
+        x, y = batch
+        self.last_batch = (x, y)  # for the test to measure independently
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(STEPS * BATCH, 1, 16, generator=g)
+    y = torch.randint(0, 4, (STEPS * BATCH,), generator=g)
+    return x, y
+
+
+def _fit(tmp_path, callbacks, logger=True):
+    L.seed_everything(0, verbose=False)
+    module = Classifier()
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(tmp_path, name="tb") if logger else False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(module, loader)
+    return module, trainer
+
+
+def _events(folder):
+    dirs = {f.parent for f in folder.rglob("events.out.tfevents.*")}
+    assert len(dirs) == 1, f"event files under {folder}: {dirs}"
+    acc = EventAccumulator(str(dirs.pop()), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    callback = SkipDiagnostics(every_n_steps=K)
+    folder = tmp_path_factory.mktemp("with")
+    with_cb, trainer = _fit(folder, [callback])
+    plain, _ = _fit(tmp_path_factory.mktemp("without"), [])
+    return with_cb, trainer, plain, callback, folder
+
+
+def test_logged_steps_are_exactly_the_multiples_of_k(runs):
+    _, trainer, _, _, folder = runs
+    acc = _events(folder)
+    tags = [t for t in acc.Tags()["scalars"] if t.startswith("skiplab/")]
+    assert len(tags) == BLOCKS * 3 + BLOCKS * 3  # 3 split values per add, 3 signal per block
+    assert trainer.global_step == STEPS
+    for tag in tags:
+        assert [e.step for e in acc.Scalars(tag)] == list(range(K, STEPS + 1, K)), tag
+        assert all(math.isfinite(e.value) for e in acc.Scalars(tag)), tag
+
+
+def test_tags_name_the_real_modules(runs):
+    module, _, _, _, folder = runs
+    tags = set(_events(folder).Tags()["scalars"])
+    names = dict(module.named_modules())
+    for i in range(BLOCKS):
+        block = f"net.blocks.{i}"
+        assert block in names
+        for part in ("shortcut", "branch", "branch_share"):
+            assert f"skiplab/gradient_split/{block}/{part}" in tags
+        for stat in ("sq_mean", "var", "branch_var"):
+            assert f"skiplab/signal/{block}/{stat}" in tags
+    # the training loss of the LightningModule's own self.log is untouched by the callback
+    assert not any(t.startswith("skiplab/") and "loss" in t for t in tags)
+
+
+def test_the_last_values_are_gradient_split_and_signal_on_the_final_weights(runs):
+    module, _, _, callback, folder = runs
+    acc = _events(folder)
+    x, y = module.last_batch  # the batch of step 6; the weights are those after it
+    split = gradient_split(module.net, x, y)
+    sig = signal_propagation(module.net, x)
+    assert split["modules"] == [f"blocks.{i}" for i in range(BLOCKS)]
+    for i, (s, b) in enumerate(zip(split["shortcut_grad"], split["branch_grad"])):
+        tag = f"skiplab/gradient_split/net.blocks.{i}"
+        assert acc.Scalars(f"{tag}/shortcut")[-1].value == pytest.approx(s, rel=1e-5)
+        assert acc.Scalars(f"{tag}/branch")[-1].value == pytest.approx(b, rel=1e-5)
+        share = acc.Scalars(f"{tag}/branch_share")[-1].value
+        assert share == pytest.approx(b / (s + b), rel=1e-5) and 0 < share < 1
+        for stat in ("sq_mean", "var", "branch_var"):
+            got = acc.Scalars(f"skiplab/signal/net.blocks.{i}/{stat}")[-1].value
+            assert got == pytest.approx(sig[stat][i], rel=1e-5), stat
+    # the callback's own last measurement is the one written at the last step
+    assert callback.last.scalars["skiplab/gradient_split/net.blocks.0/shortcut"] == pytest.approx(
+        split["shortcut_grad"][0], rel=1e-6
+    )
+    # after a batch-normed block the branch variance is one (batch statistics): a real reading
+    assert all(v == pytest.approx(1.0, abs=0.05) for v in sig["branch_var"])
+
+
+def test_training_with_the_callback_is_bitwise_training_without_it(runs):
+    with_cb, _, plain, _, _ = runs
+    a, b = with_cb.state_dict(), plain.state_dict()
+    assert a.keys() == b.keys()
+    bn = [k for k in a if k.endswith("running_var")]
+    assert bn and all(not torch.equal(a[k], torch.ones_like(a[k])) for k in bn)  # they moved
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_without_a_tensorboard_logger_it_writes_its_own_events(tmp_path):
+    callback = SkipDiagnostics(every_n_steps=3, module="net", signal=False)
+    _fit(tmp_path, [callback], logger=False)
+    acc = _events(tmp_path / "skiplab")
+    tags = [t for t in acc.Tags()["scalars"] if t.startswith("skiplab/")]
+    # module="net": the ResNet itself is measured, so its names have no "net." prefix
+    assert "skiplab/gradient_split/blocks.8/branch" in tags and len(tags) == BLOCKS * 3
+    assert all([e.step for e in acc.Scalars(t)] == [3, 6] for t in tags)
+    # the summary, written once (nothing new to say at step 6), names each add's module
+    (summary,) = acc.Tensors("skiplab/summary/text_summary")
+    text = summary.tensor_proto.string_val[0].decode()
+    assert summary.step == 3 and "| blocks.8 | add_" in text and "missing" not in text
+
+
+def test_bad_arguments_name_what_is_wrong():
+    with pytest.raises(ValueError, match="every_n_steps"):
+        SkipDiagnostics(every_n_steps=0)
+    with pytest.raises(ValueError, match="no such submodule.*net"):
+        SkipDiagnostics(module="backbone").measure(Classifier(), (torch.randn(2, 1, 16), None))
