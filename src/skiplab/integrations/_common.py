@@ -214,8 +214,8 @@ def skip_scalars(
     batch at the current weights, as flat scalars (see the module docstring for the tags).
 
     Batch-norm layers use the batch's statistics (nothing is updated); dropout is on in a model
-    in training mode, with the generators seeded with ``seed`` for the measurement. The model, its gradients and the random generators are left exactly as they
-    were (:func:`preserved`).
+    in training mode, with the generators seeded with ``seed`` for the measurement. The model,
+    its gradients and the random generators are left exactly as they were (:func:`preserved`).
 
     Args:
         model: any ``nn.Module``.
@@ -255,6 +255,10 @@ def skip_scalars(
                 else infer_task(model, ins, target=target, loss_fn=loss_fn)
             )
             split = gradient_split(model, ins, task=task)
+            if not split["merges"]:
+                out.missing[f"{prefix}/gradient_split"] = (
+                    "no residual add found in the model's forward pass"
+                )
             names = _merge_names(split["modules"], _branch_modules(model, ins, split["merges"]))
             rows = zip(names, split["merges"], split["modules"], split["shortcut_grad"],
                        split["branch_grad"])  # fmt: skip
