@@ -10,6 +10,8 @@ the callback.
 """
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -155,3 +157,22 @@ def test_training_with_the_callback_is_bitwise_training_without_it(runs):
     assert not any(
         h for h in model._forward_pre_hooks.values() if getattr(h, "__self__", None) is callback
     )
+
+
+def test_without_a_training_batch_or_with_a_bad_k_it_says_so():
+    with pytest.raises(ValueError, match="every_n_steps"):
+        SkipDiagnosticsCallback(every_n_steps=0)
+    with pytest.raises(RuntimeError, match="saw no training batch"):
+        SkipDiagnosticsCallback(every_n_steps=1).measure()
+
+
+def test_without_accelerate_the_error_names_the_extra():
+    code = (
+        "import sys; sys.modules['accelerate'] = None\n"
+        "try:\n"
+        "    import skiplab.integrations.hf\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'skiplab[hf]'" in done.stdout

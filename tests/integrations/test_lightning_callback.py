@@ -9,6 +9,8 @@ callback.
 """
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -172,3 +174,56 @@ def test_bad_arguments_name_what_is_wrong():
         SkipDiagnostics(every_n_steps=0)
     with pytest.raises(ValueError, match="no such submodule.*net"):
         SkipDiagnostics(module="backbone").measure(Classifier(), (torch.randn(2, 1, 16), None))
+
+
+class LanguageModel(L.LightningModule):
+    """A Hugging Face GPT-2 inside a LightningModule, trained on dict batches with labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        transformers = pytest.importorskip("transformers")
+        cfg = transformers.GPT2Config(
+            n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
+            bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        )  # fmt: skip
+        self.model = transformers.GPT2LMHeadModel(cfg)
+
+    def training_step(self, batch, _idx):
+        self.last_batch = batch
+        return self.model(**batch).loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-2)
+
+
+def test_a_dict_batch_with_labels_is_measured_with_the_models_own_loss(tmp_path):
+    L.seed_everything(0, verbose=False)
+    module = LanguageModel()
+    ids = torch.randint(0, 64, (16, 8), generator=torch.Generator().manual_seed(2))
+    loader = DataLoader([{"input_ids": i, "labels": i} for i in ids], batch_size=4)
+    callback = SkipDiagnostics(every_n_steps=2, module="model", signal=False)
+    trainer = L.Trainer(
+        max_steps=4, accelerator="cpu", devices=1, logger=TensorBoardLogger(tmp_path),
+        callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, loader)
+    acc = _events(tmp_path)
+    tag = "skiplab/gradient_split/transformer.h.1.mlp/shortcut"
+    assert [e.step for e in acc.Scalars(tag)] == [2, 4]
+    # GPT-2's loss on labels == input_ids is the next-token loss inferred from the ids alone
+    split = gradient_split(module.model, {"input_ids": module.last_batch["input_ids"]})
+    assert acc.Scalars(tag)[-1].value == pytest.approx(split["shortcut_grad"][3], rel=1e-5)
+
+
+def test_without_lightning_the_error_names_the_extra():
+    code = (
+        "import sys; sys.modules['lightning'] = sys.modules['lightning.pytorch'] = None\n"
+        "import skiplab.integrations\n"
+        "try:\n"
+        "    import skiplab.integrations.lightning\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'skiplab[lightning]'" in done.stdout

@@ -149,6 +149,9 @@ class SkipDiagnostics(pl.Callback):
             prefix=self.prefix,
         )
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_step = -1  # a new fit may count its steps from 0 again
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
