@@ -169,11 +169,21 @@ def test_without_a_tensorboard_logger_it_writes_its_own_events(tmp_path):
     assert summary.step == 3 and "| blocks.8 | add_" in text and "missing" not in text
 
 
+class TwoNets(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+
 def test_bad_arguments_name_what_is_wrong():
     with pytest.raises(ValueError, match="every_n_steps"):
         SkipDiagnostics(every_n_steps=0)
+    batch = (torch.randn(2, 1, 16), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="no such submodule.*net"):
-        SkipDiagnostics(module="backbone").measure(Classifier(), (torch.randn(2, 1, 16), None))
+        SkipDiagnostics(module="backbone").measure(Classifier(), batch)
+    with pytest.raises(ValueError, match=r"defines no forward and has 2 submodules.*a, b.*module="):
+        SkipDiagnostics().measure(TwoNets(), batch)
+    assert SkipDiagnostics(module=lambda m: m.net).measure(Classifier(), batch).scalars
 
 
 class LanguageModel(L.LightningModule):
@@ -201,7 +211,8 @@ def test_a_dict_batch_with_labels_is_measured_with_the_models_own_loss(tmp_path)
     module = LanguageModel()
     ids = torch.randint(0, 64, (16, 8), generator=torch.Generator().manual_seed(2))
     loader = DataLoader([{"input_ids": i, "labels": i} for i in ids], batch_size=4)
-    callback = SkipDiagnostics(every_n_steps=2, module="model", signal=False)
+    # no module=: the LightningModule has no forward, so the GPT-2 it wraps is measured
+    callback = SkipDiagnostics(every_n_steps=2, signal=False)
     trainer = L.Trainer(
         max_steps=4, accelerator="cpu", devices=1, logger=TensorBoardLogger(tmp_path),
         callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,

@@ -176,3 +176,24 @@ def test_importing_skiplab_and_the_core_imports_neither_library():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_activation_checkpointing_gives_the_same_numbers():
+    # a large model trains with its blocks checkpointed (their forward re-run in backward);
+    # the split is still measured through them, not left at zero
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
+        bos_token_id=0, eos_token_id=0, use_cache=False,
+    )  # fmt: skip
+    model = transformers.GPT2LMHeadModel(cfg).train()
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    plain = skip_scalars(model, {"input_ids": ids, "labels": ids}, model_loss=True)
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
+    assert model.transformer.h[0].gradient_checkpointing
+    checkpointed = skip_scalars(model, {"input_ids": ids, "labels": ids}, model_loss=True)
+    assert len(plain.scalars) == 2 * 2 * 3 + 2 * 3
+    assert checkpointed.scalars == plain.scalars
+    assert all(v > 0 for t, v in plain.scalars.items() if t.endswith("/branch"))

@@ -59,15 +59,17 @@ class SkipDiagnostics(pl.Callback):
             whole mapping is its input and its ``output.loss`` the loss; otherwise ``labels``
             is the target), any other mapping as keyword inputs, and a tensor as the input.
         module: what to measure: an ``nn.Module``, the name of a submodule of the
-            LightningModule (``"model"``: ``pl_module.model``), or ``pl_module -> nn.Module``;
-            default the LightningModule itself (its ``forward`` must take the inputs).
+            LightningModule (``"model"``: ``pl_module.model``), or ``pl_module -> nn.Module``.
+            Default: the LightningModule itself when it defines ``forward`` (which must take
+            the inputs); otherwise the model it wraps, its one child module with parameters.
         max_examples: measure on the batch's first examples only (None: the whole batch).
         gradient, signal: which to record.
         prefix: the tags' first part (``skiplab/gradient_split/...``).
 
     Raises (at the first measurement):
         ValueError: no loss can be inferred from the batch (pass ``loss_fn`` or
-            ``batch_to_inputs``), or ``module`` names no submodule.
+            ``batch_to_inputs``), ``module`` names no submodule, or none is given and the
+            LightningModule has no ``forward`` and not exactly one child with parameters.
     """
 
     def __init__(
@@ -100,7 +102,22 @@ class SkipDiagnostics(pl.Callback):
 
     def _target_module(self, pl_module: pl.LightningModule) -> nn.Module:
         if self.module is None:
-            return pl_module
+            if type(pl_module).forward is not pl.LightningModule.forward:
+                return pl_module
+            # no forward of its own: the model it wraps, its one child with parameters
+            children = [
+                (n, c)
+                for n, c in pl_module.named_children()
+                if next(c.parameters(), None) is not None
+            ]
+            if len(children) == 1:
+                return children[0][1]
+            raise ValueError(
+                f"SkipDiagnostics: {type(pl_module).__name__} defines no forward and has "
+                f"{len(children)} submodules with parameters "
+                f"({', '.join(n for n, _ in children) or 'none'}): pass module= (a submodule's "
+                "name, a module, or pl_module -> module) to say which to measure"
+            )
         if isinstance(self.module, nn.Module):
             return self.module
         if isinstance(self.module, str):
