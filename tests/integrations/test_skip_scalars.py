@@ -124,6 +124,9 @@ def test_merge_names_fall_back_to_the_owner_and_its_index():
         "(root)[0]",
         "(root)[1]",
     ]
+    # an add owned by h.0.attn itself and one going around it: neither takes the other's name
+    got = _merge_names(["h.0", "h.0", "h.0.attn"], ["h.0.attn", "h.0.mlp", "h.0.attn.q"])
+    assert got == ["h.0[0]", "h.0.mlp", "h.0.attn[0]"]
 
 
 def test_the_summary_is_written_when_it_says_something_new(tmp_path):

@@ -76,12 +76,15 @@ class SkipScalars:
 
     def text(self) -> str:
         """A Markdown summary: what each merge name is, and every missing value's reason."""
-        lines = ["| merge | residual add |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in self.merges.items()]
+        lines = []
+        if self.merges:
+            lines += ["| merge | residual add |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in self.merges.items()]
         if self.missing:
-            lines += ["", "| missing | why |", "|---|---|"]
+            lines += [""] if lines else []
+            lines += ["| missing | why |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in self.missing.items()]
-        return "\n".join(lines)
+        return "\n".join(lines) or "every value was measured"
 
 
 def _cuda_devices(model: nn.Module) -> list[int]:
@@ -184,7 +187,11 @@ def _merge_names(modules: list[str], branches: list[str]) -> list[str]:
             names.append(branch)
         else:
             names.append(f"{owner}[{owners[:i].count(owner)}]")
-    return names
+    # a branch's name can be another add's owner: those two fall back to the indexed form
+    return [
+        f"{o}[{owners[:i].count(o)}]" if names.count(n) > 1 else n
+        for i, (n, o) in enumerate(zip(names, owners))
+    ]
 
 
 def _branch_modules(model: nn.Module, ins: Inputs, merges: list[str]) -> list[str]:
