@@ -21,6 +21,10 @@ the batch (the Trainer's ``num_items_in_batch`` is left out). Without ``labels``
 the loss is inferred (the next-token loss on ``input_ids`` for a language model's logits), or
 ``loss_fn(logits, labels)`` when given.
 
+In a distributed run only the main process measures, on its own copy of the model: fine for
+data parallelism (DDP), not for sharded parameters (FSDP, DeepSpeed ZeRO-3), nor for
+``SyncBatchNorm``, whose forward waits for the other processes.
+
 Needs ``transformers`` and ``accelerate`` (``pip install 'skiplab[hf]'``).
 """
 

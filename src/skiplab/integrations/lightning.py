@@ -9,8 +9,12 @@ Every ``every_n_steps`` optimizer steps, on the batch of that step and the weigh
 the callback measures the shortcut/branch gradient split at every residual add and the signal
 statistics of every block (:func:`skiplab.integrations.skip_scalars`) and writes them as
 TensorBoard scalars at ``trainer.global_step``: to the trainer's ``TensorBoardLogger`` when it
-has one, else to its own ``SummaryWriter`` in ``<trainer.log_dir>/skiplab``. Only the global
-rank 0 measures. The run itself is bitwise the run without the callback.
+has one, else to its own ``SummaryWriter`` in ``<trainer.log_dir>/skiplab``. The run itself is
+bitwise the run without the callback.
+
+Only the global rank 0 measures, on its own copy of the model: fine for data parallelism (DDP),
+not for sharded parameters (FSDP, DeepSpeed stage 3), nor for ``SyncBatchNorm``, whose forward
+waits for the other processes.
 
 Needs ``lightning`` (``pip install 'skiplab[lightning]'``); the callback is a
 ``lightning.pytorch.Callback`` (the standalone ``pytorch_lightning`` package's trainer takes
