@@ -57,13 +57,13 @@ def _data():
     return x, y
 
 
-def _fit(tmp_path, callbacks, logger=True):
+def _fit(tmp_path, callbacks, logger=True, **trainer_args):
     L.seed_everything(0, verbose=False)
     module = Classifier()
     x, y = _data()
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
     trainer = L.Trainer(
-        max_steps=STEPS,
+        max_steps=trainer_args.pop("max_steps", STEPS),
         accelerator="cpu",
         devices=1,
         logger=TensorBoardLogger(tmp_path, name="tb") if logger else False,
@@ -73,6 +73,7 @@ def _fit(tmp_path, callbacks, logger=True):
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,
+        **trainer_args,
     )
     trainer.fit(module, loader)
     return module, trainer
@@ -167,6 +168,18 @@ def test_without_a_tensorboard_logger_it_writes_its_own_events(tmp_path):
     (summary,) = acc.Tensors("skiplab/summary/text_summary")
     text = summary.tensor_proto.string_val[0].decode()
     assert summary.step == 3 and "| blocks.8 | add_" in text and "missing" not in text
+
+
+def test_under_gradient_accumulation_each_step_is_measured_once_on_its_last_batch(tmp_path):
+    callback = SkipDiagnostics(every_n_steps=1, gradient=False)
+    module, trainer = _fit(tmp_path, [callback], max_steps=3, accumulate_grad_batches=2)
+    assert trainer.global_step == 3
+    acc = _events(tmp_path)
+    tag = "skiplab/signal/net.blocks.4/var"
+    assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3]
+    x, _ = module.last_batch  # the 6th micro-batch made step 3
+    want = signal_propagation(module.net, x)["var"][4]
+    assert acc.Scalars(tag)[-1].value == pytest.approx(want, rel=1e-5)
 
 
 class TwoNets(L.LightningModule):
