@@ -197,9 +197,9 @@ def gradient_split(
     from skiplab.diagnostics.skips import find_skips
 
     ins = Inputs.of(inputs)
-    if task is None:
-        task = infer_task(model, ins, target=target, loss_fn=loss_fn)
     with batch_statistics(model):
+        if task is None:  # its forward pass, too, must not update batch-norm statistics
+            task = infer_task(model, ins, target=target, loss_fn=loss_fn)
         report = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False)
     merges = [m for m in report.merges if m.kind == "residual" and m.nodes is not None]
     out: dict[str, Any] = {
