@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from skiplab.diagnostics.gradflow import gradient_split
@@ -23,12 +22,6 @@ def test_batch_norm_statistics_of_a_training_model_are_left_alone():
     assert model.training and all(m.training for m in model.modules())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch_statistics (diagnostics/_probe.py) restores the root's mode with "
-    "model.train(was_training), which sets every submodule: a frozen eval-mode submodule comes "
-    "back in training mode (skiplab.integrations restores every module's own mode itself)",
-)
 def test_a_frozen_submodule_stays_in_eval_mode():
     torch.manual_seed(0)
     model = create_model("resnet20", dim=1, in_channels=1, num_classes=4).train()
