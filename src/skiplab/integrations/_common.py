@@ -98,9 +98,9 @@ def preserved(model: nn.Module, seed: int | None = None) -> Iterator[nn.Module]:
     """Run the block and leave ``model`` and the random number generators as they were.
 
     Args:
-        seed: seed the torch generators of the model's devices for the block (dropout masks
-            the same on every call: a reproducible measurement), or None to go on from their
-            state.
+        seed: seed the torch generators of the model's devices for the block (any random
+            numbers the model draws the same on every call: a reproducible measurement), or None
+            to go on from their state.
 
     Restored: every module's ``training`` flag, every buffer's values (in place, only where
     changed), the parameters' ``.grad`` tensors and ``requires_grad``, the torch CPU and CUDA,
@@ -220,9 +220,10 @@ def skip_scalars(
     """The gradient split at every residual add and the signal statistics of every block, on one
     batch at the current weights, as flat scalars (see the module docstring for the tags).
 
-    Batch-norm layers use the batch's statistics (nothing is updated); dropout is on in a model
-    in training mode, with the generators seeded with ``seed`` for the measurement. The model,
-    its gradients and the random generators are left exactly as they were (:func:`preserved`).
+    Batch-norm layers use the batch's statistics (nothing is updated) and dropout is off, as in
+    every probe (:func:`~skiplab.diagnostics.batch_statistics`); random numbers the model draws
+    otherwise come from generators seeded with ``seed``. The model, its gradients and the random
+    generators are left exactly as they were (:func:`preserved`).
 
     Args:
         model: any ``nn.Module``.
@@ -235,8 +236,8 @@ def skip_scalars(
         max_examples: measure on the first examples of a batched input only (None: all).
         gradient, signal: which of the two to measure.
         prefix: the tags' first part.
-        seed: the seed of the measurement's random numbers (dropout); None: the generators'
-            current state (restored afterwards either way).
+        seed: the seed of the measurement's random numbers; None: the generators' current
+            state (restored afterwards either way).
 
     Raises:
         ValueError: no loss can be inferred (the message says what to pass), or ``model_loss``
