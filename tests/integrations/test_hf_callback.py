@@ -130,12 +130,11 @@ def test_the_last_values_are_gradient_split_with_the_next_token_loss(runs):
     assert len(seen) == STEPS
     ids = seen[-1]  # step 6's batch; the weights are those after it
     assert ids.shape == (BATCH, T)
-    # dropout is on (training mode): the callback seeds the generators with 0 for its
-    # measurement, and its split's two forward passes are the first to draw from them
+    # the model trains with dropout; the measurement, like every probe, is taken with it off
     inputs = Inputs.of({"input_ids": ids})
     task = infer_task(model, inputs)  # no labels: the next-token loss on the ids
     assert task.kind == "next-token"
-    torch.manual_seed(0)
+    torch.manual_seed(123)  # any generator state: no dropout draw enters the measurement
     split = gradient_split(model, inputs, task=task)
     assert split["modules"] == [f"transformer.h.{i}" for i in range(LAYERS) for _ in range(2)]
     for j, (s, b) in enumerate(zip(split["shortcut_grad"], split["branch_grad"])):
