@@ -117,3 +117,28 @@ def test_training_runs_between_the_stages_and_is_recorded(tmp_path):
     assert changed  # training's changes stay; the probes' do not
     html = (tmp_path / "index.html").read_text()
     assert f"Recorded {steps} training step(s)" in html
+
+
+class _NoStem(nn.Module):
+    """Residual blocks straight from the input: no parameter comes before the first block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(6, 6) for _ in range(3))
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x).relu()
+        return self.head(x)
+
+
+def test_a_group_without_parameters_is_named_not_plotted_at_zero(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 6), torch.randint(0, 2, (8,))
+    d = skiplab.diagnose(_NoStem(), x, target=y, probes="gradflow", out=tmp_path)
+    split = d.gradient_split
+    assert split["groups"] == ["(before)", "blocks.0", "blocks.1", "blocks.2", "(after)"]
+    assert split["grad_norm"][0] == 0 and all(v > 0 for v in split["grad_norm"][1:])
+    html = (tmp_path / "index.html").read_text()
+    assert "No parameter gradient (no parameters, or none reached): (before)." in html

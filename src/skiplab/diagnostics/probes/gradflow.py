@@ -61,10 +61,17 @@ class GradFlow(Probe):
         fig, axes = _plot.subplots(1, 2, width=5.0, height=3.8)
         ax = axes[0][0]
         if groups and result.get("grad_norm"):
-            ax.semilogy(result["grad_norm"], "o-", color=_plot.RESIDUAL, ms=3,
+            norms = np.asarray(result["grad_norm"], dtype=float)
+            zero = [g for g, v in zip(groups, norms) if not v > 0]
+            if zero:  # a log axis has no place for them: said instead
+                sec.notes.append(
+                    f"No parameter gradient (no parameters, or none reached): {', '.join(zero)}."
+                )
+            ax.semilogy(np.where(norms > 0, norms, np.nan), "o-", color=_plot.RESIDUAL, ms=3,
                         label="init" if steps else "current weights")  # fmt: skip
             if steps:
-                ax.semilogy(np.mean(steps[-5:], axis=0), "s-", color=_plot.PLAIN, ms=3,
+                end = np.mean(steps[-5:], axis=0)
+                ax.semilogy(np.where(end > 0, end, np.nan), "s-", color=_plot.PLAIN, ms=3,
                             label="end of training (last 5 steps)")  # fmt: skip
             ax.set(title="parameter-gradient norm per block", ylabel="||dL/dW||")
             name_ticks(ax, groups, limit=20)
