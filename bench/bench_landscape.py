@@ -53,9 +53,9 @@ def run_one(which: str) -> dict[str, float]:
     base = _reset_peak()
     t0 = time.perf_counter()
     if which == "ours":
-        loss_plane(model, F.cross_entropy, (x,), y, span=1.0, steps=STEPS)
+        loss_plane(model, (x,), y, loss_fn=F.cross_entropy, span=1.0, steps=STEPS)
     elif which == "ours_vmap":
-        loss_plane(model, F.cross_entropy, (x,), y, span=1.0, steps=STEPS, chunk=8)
+        loss_plane(model, (x,), y, loss_fn=F.cross_entropy, span=1.0, steps=STEPS, chunk=8)
     elif which == "loss_landscapes_as_shipped":
         loss_landscapes.random_plane(
             model, Loss(F.cross_entropy, x, y), distance=1, steps=STEPS,

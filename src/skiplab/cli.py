@@ -555,10 +555,10 @@ def train(
 @click.option(
     "--probes",
     "probe_spec",
-    default="all",
-    show_default=True,
-    help="'all' or a comma list of: skips, signal, gradflow, jacobian, paths, landscape, lesion "
-    "(with a model's own inputs, --input-shape or --tokens: the first five).",
+    default=None,
+    help="'all', 'default' or a comma list of: skips, signal, gradflow, jacobian, paths, "
+    "landscape, lesion. Default: all with --data; with a model's own inputs, --input-shape or "
+    "--tokens every probe but the landscape.",
 )
 @click.option(
     "--epochs",
@@ -577,7 +577,7 @@ def train(
 @STORE_OPTION
 def diagnose(
     model: str, data_name: str | None, data_dir: Path | None, input_shape: str | None,
-    tokens: str | None, batch_size: int, probe_spec: str, epochs: int, seed: int, out: Path,
+    tokens: str | None, batch_size: int, probe_spec: str | None, epochs: int, seed: int, out: Path,
     store_path: Path,
 ) -> None:  # fmt: skip
     """Measure what the skips of MODEL do: a registry name or package.module:factory.
@@ -587,9 +587,12 @@ def diagnose(
     """
     import torch
 
-    from skiplab.report.diagnose import load_factory, parse_probes
+    from skiplab.diagnostics.probes import parse_probes
 
-    probes = parse_probes(probe_spec)
+    try:
+        parse_probes(probe_spec)
+    except ValueError as err:
+        raise UserError(f"--probes: {err}") from None
     _check_out_dir(out, "--out")
     given = [o for o, v in (("--data", data_name), ("--input-shape", input_shape),
                             ("--tokens", tokens)) if v is not None]  # fmt: skip
@@ -609,11 +612,13 @@ def diagnose(
         if ":" not in model:
             net = _registry_for_inputs(model, example)
     if example is not None:
-        _diagnose_inputs(net, example, target, model, probes, probe_spec, out, store_path)
+        probes = parse_probes(probe_spec, default="default")
+        _diagnose_inputs(net, example, target, model, probes, out, store_path)
         return
+    probes = parse_probes(probe_spec, default="all")
     data_name = data_name or "mnist1d"
-    command = " ".join(["skiplab diagnose", model, "--data", data_name, "--probes", probe_spec,
-                        "--epochs", str(epochs), "--seed", str(seed)])  # fmt: skip
+    command = " ".join(["skiplab diagnose", model, "--data", data_name, "--probes",
+                        probe_spec or "all", "--epochs", str(epochs), "--seed", str(seed)])  # fmt: skip
     _diagnose_data(model, net if ":" in model else None, data_name, data_dir,
                    probes, epochs, seed, out, store_path, command)  # fmt: skip
 
@@ -661,22 +666,14 @@ def _registry_for_inputs(model: str, x: Any) -> Any:
 
 
 def _diagnose_inputs(
-    net: Any, example: Any, target: Any, name: str, probes: list[str], spec: str, out: Path,
+    net: Any, example: Any, target: Any, name: str, probes: list[str], out: Path,
     store_path: Path,
 ) -> None:  # fmt: skip
     """``skiplab.diagnose`` on the model's own inputs (or random ones), stored as a run."""
     import torch
 
     from skiplab.diagnostics import Inputs, diagnose, primary
-    from skiplab.diagnostics.diagnosis import PROBES
 
-    bad = [p for p in probes if p not in PROBES]
-    if bad and spec.strip().lower() != "all":
-        raise UserError(
-            f"--probes {', '.join(bad)}: with a model's own inputs the probes are "
-            f"{', '.join(PROBES)} (paths and landscape need --data)"
-        )
-    probes = [p for p in probes if p in PROBES]
     inputs = Inputs.of(example)
     if target is None and isinstance(example, torch.Tensor) and example.is_floating_point():
         try:  # random images: random labels for the gradient probes and the lesion study
@@ -716,19 +713,10 @@ def _diagnose_data(
     epochs: int, seed: int, out: Path, store_path: Path, command: str,
 ) -> None:  # fmt: skip
     """The dataset path: brief training on ``--data``, then every probe, stored as a run."""
-    from skiplab.data import DatasetOptionError, get_dataset
     from skiplab.models import create_model
     from skiplab.report.diagnose import run_diagnose
 
-    try:
-        splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
-    except DatasetOptionError as err:
-        if "root" not in err.options:
-            raise
-        raise UserError(
-            f"--data-dir {data_dir}: dataset {data_name!r} reads no directory (it ships with "
-            "skiplab or is generated); leave out --data-dir"
-        ) from None
+    splits = _load_dataset(data_name, data_dir)
     if net is None:
         net = create_model(
             model, num_classes=splits.num_classes, **_input_kwargs(model, splits.input_shape)
@@ -742,6 +730,55 @@ def _diagnose_data(
     click.echo(f"report: {index.resolve()}")
 
 
+def _load_dataset(name: str, data_dir: Path | None) -> Any:
+    """The splits of dataset ``name`` (read from ``data_dir`` where it reads files)."""
+    from skiplab.data import DatasetOptionError, get_dataset
+
+    try:
+        return get_dataset(name, **({"root": data_dir} if data_dir is not None else {}))
+    except DatasetOptionError as err:
+        if "root" not in err.options:
+            raise
+        raise UserError(
+            f"--data-dir {data_dir}: dataset {name!r} reads no directory (it ships with "
+            "skiplab or is generated); leave out --data-dir"
+        ) from None
+
+
+def load_factory(spec: str) -> Any:
+    """Build a model from ``package.module:factory`` (the current directory is importable, as
+    with ``python -m``): the factory returns a model, ``(model, example_inputs)`` or
+    ``(model, example_inputs, target)``.
+
+    Raises:
+        ValueError: the spec has no ``:``, the module cannot be imported, it has no such
+            callable, or the factory returned no ``nn.Module``.
+    """
+    import importlib
+
+    from torch import nn
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"model {spec!r}: expected a registry name or package.module:factory")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from err
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"model {spec!r}: {module_name} has no callable {attr!r}")
+    built = factory()
+    model = built[0] if isinstance(built, tuple) and 2 <= len(built) <= 3 else built
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model {spec!r}: the factory returned {type(model).__name__}, not an nn.Module"
+        )
+    return built
+
+
 #: The model families ``train --data`` builds for a dataset of inputs and class labels.
 CLASSIFIER_FAMILIES = ("resnet", "mlp")
 
@@ -750,7 +787,6 @@ def _dataset_inputs(
     model: str, data_name: str, data_dir: Path | None, plain: bool
 ) -> tuple[Any, Any]:
     """The registry model built for a named dataset, and its classification task."""
-    from skiplab.data import DatasetOptionError, get_dataset
     from skiplab.models import create_model, list_models, model_family
     from skiplab.train import Classification
 
@@ -767,15 +803,7 @@ def _dataset_inputs(
             f"{' and '.join(CLASSIFIER_FAMILIES)} families ({known}); train the others from "
             "Python with a task from skiplab.train"
         )
-    try:
-        splits = get_dataset(data_name, **({"root": data_dir} if data_dir is not None else {}))
-    except DatasetOptionError as err:
-        if "root" not in err.options:
-            raise
-        raise UserError(
-            f"--data-dir {data_dir}: dataset {data_name!r} reads no directory (it ships with "
-            "skiplab or is generated); leave out --data-dir"
-        ) from None
+    splits = _load_dataset(data_name, data_dir)
     net = create_model(
         model, skip=not plain, num_classes=splits.num_classes,
         **_input_kwargs(model, splits.input_shape),

@@ -15,7 +15,9 @@ def test_unknown_probe_is_one_line_listing_allowed(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "bogus" in err and "allowed: all, skips, signal, gradflow, jacobian, paths" in err
+    assert (
+        "bogus" in err and "allowed: all, default, skips, signal, gradflow, jacobian, paths" in err
+    )
 
 
 def test_diagnose_registry_model_writes_page_and_run(tmp_path):

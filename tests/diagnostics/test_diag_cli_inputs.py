@@ -73,6 +73,20 @@ def test_a_factory_that_returns_its_inputs_is_diagnosed_with_them(factory, capsy
     assert "transformer.h.1" in (out / "index.html").read_text()
 
 
+def test_paths_and_the_landscape_run_on_a_factorys_own_inputs(factory, capsys):
+    store, out = factory / "s.sqlite", factory / "out"
+    argv = ["diagnose", "userzoo:gpt2", "--probes", "paths,landscape", "--out", str(out)]
+    assert main([*argv, "--store", str(store)]) == 0, capsys.readouterr().err
+    res = _results(store)
+    assert res["errors"] == {} and set(res["wall_s"]) == {"paths", "landscape"}
+    # 4 residual adds; each sub-layer's branch has 3 paths (q, k, v; the tanh GELU's 3 uses)
+    assert res["paths"]["graph"]["total"] == 4**4
+    assert res["paths"]["gradient"]["n"] == 4
+    line = res["landscape"]["line"]["loss"]
+    assert len(line) == 31 and min(line) > 0
+    assert (out / "figures" / "landscape_plane.png").is_file()
+
+
 def test_input_shape_gives_random_images_to_a_registry_model(factory, capsys):
     store, out = factory / "s.sqlite", factory / "out"
     argv = ["diagnose", "resnet20", "--input-shape", "3,16,16", "--batch-size", "4",
@@ -98,7 +112,7 @@ def test_a_dataset_the_factory_module_registers_is_found(factory, capsys):
         (["resnet20", "--tokens", "100,8"], "takes no token ids"),
         (["resnet20", "--data", "mnist1d", "--tokens", "10,4"], "one source of inputs"),
         (["userzoo:gpt2", "--input-shape", "3,8,8"], "brings its own inputs"),
-        (["userzoo:gpt2", "--probes", "landscape"], "paths and landscape need --data"),
+        (["userzoo:gpt2", "--probes", "skips,bogus"], "unknown probe(s) bogus"),
         (["resnet20", "--input-shape", "1000,1000,1000"], "too many"),
     ],
 )

@@ -29,7 +29,7 @@ def test_filter_normalisation_and_zeroed_biases_and_norms():
 def test_plane_matches_perturbed_copies_and_chunking():
     model = _model().train()
     x, y = torch.randn(16, 1, 12), torch.randint(0, 3, (16,))
-    plane = loss_plane(model, F.cross_entropy, (x,), y, span=0.5, steps=5, seed=3, chunk=4)
+    plane = loss_plane(model, (x,), y, loss_fn=F.cross_entropy, span=0.5, steps=5, seed=3, chunk=4)
     gen = torch.Generator().manual_seed(3)
     d1 = filter_normalized_direction(model, gen)
     d2 = filter_normalized_direction(model, gen)
@@ -45,14 +45,14 @@ def test_plane_matches_perturbed_copies_and_chunking():
     with torch.no_grad():
         centre = F.cross_entropy(model.eval()(x), y).item()
     assert plane.loss[2][2] == pytest.approx(centre, rel=1e-5)
-    one = loss_plane(model, F.cross_entropy, (x,), y, span=0.5, steps=5, seed=3, chunk=1)
+    one = loss_plane(model, (x,), y, loss_fn=F.cross_entropy, span=0.5, steps=5, seed=3, chunk=1)
     np.testing.assert_allclose(one.loss, plane.loss, rtol=1e-5)
 
 
 def test_line_and_plot(tmp_path):
     model = _model()
     x, y = torch.randn(8, 1, 12), torch.randint(0, 3, (8,))
-    line = loss_line(model, F.cross_entropy, (x,), y, alphas=[-1.0, 0.0, 1.0])
+    line = loss_line(model, (x,), y, loss_fn=F.cross_entropy, alphas=[-1.0, 0.0, 1.0])
     assert len(line.loss) == 3 and line.loss[1] <= max(line.loss[0], line.loss[2])
-    plane = loss_plane(model, F.cross_entropy, (x,), y, steps=3)
+    plane = loss_plane(model, (x,), y, loss_fn=F.cross_entropy, steps=3)
     assert plot_plane({"m": plane.as_dict()}, tmp_path / "p.png").stat().st_size > 1000

@@ -33,7 +33,7 @@ def diagnosed(request, tmp_path_factory):
     model, inputs, target = zoo.build(request.param)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = tmp_path_factory.mktemp(request.param)
-    result = skiplab.diagnose(model, inputs, target=target, out=out)
+    result = skiplab.diagnose(model, inputs, target=target, probes="all", out=out)
     return request.param, model, before, result
 
 
@@ -47,6 +47,26 @@ def test_every_probe_gives_finite_numbers(diagnosed):
     assert len(split["merges"]) == RESIDUALS[name]
     assert _finite(split["shortcut_grad"]) and _finite(split["branch_grad"])
     assert d.lesion.single and _finite(d.lesion.single.values())
+    # a chain of n residual adds has 2**n paths or more (attention: q, k and v); GCNII's
+    # initial residuals all start at x0: a path is where x0 last enters, n + 1 of them
+    paths = RESIDUALS[name] + 1 if name == "gcnii" else 2 ** RESIDUALS[name]
+    assert d.paths["graph"]["total"] >= paths and d.paths["graph"]["mean"] > 0
+    if name == "gcnii":
+        assert d.paths["graph"]["total"] == paths
+    line = d.landscape["line"]["loss"]
+    assert _finite(line) and min(line) > 0
+
+
+def test_gradient_by_path_length_or_the_reason(diagnosed):
+    """Veit et al.'s estimate needs the merges to form a chain; where they do not (T5's decoder
+    forks from the encoder's output, GCNII's x0 feeds every layer) the section says so."""
+    name, _, _, d = diagnosed
+    if name in ("t5", "gcnii"):
+        assert "gradient" not in d.paths
+        assert any("do not form a chain" in n for n in d.paths["notes"])
+    else:
+        grad = d.paths["gradient"]
+        assert grad["n"] == RESIDUALS[name] and _finite(grad["total"]) and sum(grad["total"]) > 0
 
 
 def test_blocks_are_named_by_module(diagnosed):
@@ -65,9 +85,10 @@ def test_the_model_is_left_as_it_was(diagnosed):
 def test_the_page_has_a_figure_or_a_sentence_for_every_probe(diagnosed):
     _, _, _, d = diagnosed
     html = d.page.read_text()
-    for fig in ("skips", "signal", "gradflow", "jacobian", "lesion"):
+    for probe in ("skips", "signal", "gradflow", "jacobian", "paths", "landscape", "lesion"):
+        fig = "landscape_line" if probe == "landscape" else probe
         assert (d.page.parent / "figures" / f"{fig}.png").stat().st_size > 1000
-        assert f'id="{fig}"' in html
+        assert f'id="{probe}"' in html
     assert "recorded forward pass" in html or "torch.fx" in html
     assert d.blocks[0] in html
 

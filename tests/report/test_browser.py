@@ -1,8 +1,9 @@
-"""The HTML report in a real browser: headless Debian chromium over the DevTools protocol.
+"""The HTML pages in a real browser: headless Debian chromium over the DevTools protocol.
 
-A tiny-scale report is served on localhost; at phone (390 px) and desktop (1280 px) widths
-every image must load, the console must stay free of errors, and the body must not overflow
-horizontally. Screenshots are kept in ``test-artifacts/``.
+A tiny-scale report and a ``skiplab.diagnose`` page (every probe) are served on localhost; at
+phone (390 px) and desktop (1280 px) widths every image must load, the console must stay free
+of errors, and the body must not overflow horizontally. Screenshots are kept in
+``test-artifacts/``.
 """
 
 import base64
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+import skiplab
 from skiplab.claims import reproduce, select_claims
+from skiplab.models import create_model
 from skiplab.report import build_report
 from skiplab.store import Store
 
@@ -79,7 +82,25 @@ def served_report(tmp_path_factory):
         )
         index = build_report(store, root / "report", scale="tiny")
     assert list((root / "report" / "figures").rglob("*.png")), "the report has no figures"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(index.parent))
+    yield from _serve(index.parent)
+
+
+@pytest.fixture(scope="module")
+def served_diagnosis(tmp_path_factory):
+    import torch
+
+    out = tmp_path_factory.mktemp("diagnose")
+    torch.manual_seed(0)
+    model = create_model("resnet20", dim=1, in_channels=1)
+    x, y = torch.randn(32, 1, 40), torch.randint(0, 10, (32,))
+    d = skiplab.diagnose(model, x, target=y, probes="all", out=out)
+    assert d.errors == {}, d.errors
+    assert len(list((out / "figures").glob("*.png"))) == 8  # 7 probes, the landscape 2
+    yield from _serve(out)
+
+
+def _serve(directory):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -130,8 +151,10 @@ _CHECK = """(() => {
 })()"""
 
 
+@pytest.mark.parametrize("page", ["report", "diagnosis"])
 @pytest.mark.parametrize("name, width, height", [("phone", 390, 844), ("desktop", 1280, 900)])
-def test_report_in_headless_chromium(served_report, browser, name, width, height):
+def test_page_in_headless_chromium(request, page, browser, name, width, height):
+    url = request.getfixturevalue(f"served_{page}")
     dt = DevTools(browser)
     try:
         for domain in ("Page", "Runtime", "Log"):
@@ -140,7 +163,7 @@ def test_report_in_headless_chromium(served_report, browser, name, width, height
             "Emulation.setDeviceMetricsOverride",
             width=width, height=height, deviceScaleFactor=1, mobile=name == "phone",
         )  # fmt: skip
-        dt.call("Page.navigate", url=served_report)
+        dt.call("Page.navigate", url=url)
         dt.wait_for("Page.loadEventFired")
         # Images are lazy-loaded: scroll through the page so every one is requested.
         dt.call(
@@ -155,7 +178,7 @@ def test_report_in_headless_chromium(served_report, browser, name, width, height
         )
         shot = dt.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / f"report-{name}.png").write_bytes(base64.b64decode(shot["data"]))
+        (ARTIFACTS / f"{page}-{name}.png").write_bytes(base64.b64decode(shot["data"]))
         # Drain what arrived meanwhile, then look for errors of any kind.
         time.sleep(0.2)
         dt.call("Runtime.evaluate", expression="1")

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 
+from skiplab._page import Figure, Table
+
 if TYPE_CHECKING:
     from skiplab.claims._runner import Runs
 
@@ -40,27 +42,6 @@ CHECK_KINDS = ("claim", "control", "evidence")
 S = TypeVar("S")  # settings: a frozen dataclass
 C = TypeVar("C")  # condition: a frozen dataclass
 R = TypeVar("R", bound="Summary")  # the claim's typed summary
-
-
-@dataclass
-class Table:
-    """A table for the report: ``rows`` are lists of cells matching ``columns``."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "columns": self.columns, "rows": self.rows, "note": self.note}
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A figure file (relative to the report directory) and its caption."""
-
-    path: str
-    caption: str
 
 
 @dataclass(frozen=True)

@@ -241,21 +241,25 @@ def channel_stats_tensor(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 @contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in training mode with batch-norm layers using batch statistics and updating
-    nothing, for measurements at init (Brock et al. 2021 measure with batch statistics; eval
-    mode at init would apply the untouched running statistics 0 and 1).
+    """Run ``model`` with batch-norm layers using batch statistics and updating nothing, for
+    measurements at init (Brock et al. 2021 measure with batch statistics; eval mode at init
+    would apply the untouched running statistics 0 and 1).
 
-    Everything (mode, running buffers, ``track_running_stats``) is restored on exit.
+    Everything else is in eval mode: dropout (``nn.Dropout``, and attention dropout, which
+    transformers applies only while its module trains) and drop-path are off, so a measurement
+    describes the network rather than one random thinning of it. Batch-norm layers without
+    running statistics normalise with the batch's in eval mode too. Everything (every module's
+    own mode, running buffers, ``track_running_stats``) is restored on exit.
     """
     saved = []
-    was_training = model.training
+    modes = _modes(model)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             saved.append((m, m.track_running_stats, m.running_mean, m.running_var))
             m.track_running_stats = False
             m.running_mean = None
             m.running_var = None
-    model.train()
+    model.eval()
     try:
         yield model
     finally:
@@ -263,15 +267,25 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
             m.track_running_stats = track
             m.running_mean = mean
             m.running_var = var
-        model.train(was_training)
+        _restore_modes(modes)
 
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model.eval()`` for the block, then the previous mode again."""
-    was_training = model.training
+    """``model.eval()`` for the block, then every module's previous mode again (a submodule
+    frozen in eval mode inside a training model stays so)."""
+    modes = _modes(model)
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        _restore_modes(modes)
+
+
+def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for m, training in modes:
+        m.training = training

@@ -32,6 +32,9 @@ class GradientFlowProbe(AbstractProbe):
         split: also record the shortcut/branch split of the input gradient of every skiplab
             ``Residual`` block (full backward hooks, which cost more than the norm hooks).
         every: record one backward pass in ``every`` (default 1: all).
+        blocks: the blocks to group parameters by, ``(name, module)`` in forward order
+            (default: :func:`~skiplab.diagnostics.find_blocks` of the model; pass the blocks
+            found with inputs for a model without skiplab blocks).
 
     Returns (``collect()``):
         ``groups`` (names), ``grad_norm`` (steps x groups: L2 norm of the group's parameter
@@ -39,12 +42,18 @@ class GradientFlowProbe(AbstractProbe):
         (steps x blocks: norm of each path's share of ``dL/dx``).
     """
 
-    def __init__(self, split: bool = True, every: int = 1) -> None:
+    def __init__(
+        self,
+        split: bool = True,
+        every: int = 1,
+        blocks: Sequence[tuple[str, nn.Module]] | None = None,
+    ) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.split = split
         self.every = every
+        self.blocks = list(blocks) if blocks is not None else None
         self.groups: list[str] = []
         self.split_blocks: list[str] = []
         self._step = -1
@@ -58,7 +67,7 @@ class GradientFlowProbe(AbstractProbe):
         return f"GradientFlowProbe(split={self.split}, every={self.every})"
 
     def _attach(self, model: nn.Module) -> None:
-        blocks = find_blocks(model)
+        blocks = self.blocks if self.blocks is not None else find_blocks(model)
         owner: dict[int, int] = {}
         self.groups = ["(before)"] + [name for name, _ in blocks] + ["(after)"]
         for gi, (_, block) in enumerate(blocks, start=1):

@@ -25,8 +25,7 @@ fused CPU and flash kernels have no forward-mode derivative).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,28 +36,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from skiplab.diagnostics._probe import batch_statistics, find_blocks
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
-
-
-@contextmanager
-def deterministic_batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
-    """:func:`~skiplab.diagnostics._probe.batch_statistics` (batch-norm layers on batch
-    statistics, nothing updated) with every other module in eval mode: no dropout, no attention
-    dropout, no stochastic depth.
-
-    A Jacobian is that of one function: with dropout on, every Jacobian-vector product of a
-    Lanczos run would draw a new mask (a GPT-2 block in training mode never converges, and its
-    estimate is off by a few percent). Modes are restored on exit.
-    """
-    with batch_statistics(model):
-        saved = [(m, m.training) for m in model.modules()]
-        for m, _ in saved:
-            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.training = False
-        try:
-            yield model
-        finally:
-            for m, mode in saved:
-                m.training = mode
 
 
 @dataclass
@@ -235,8 +212,8 @@ def block_spectral_norms(
     batch statistics (nothing updated). With ``per_example`` (default) only the first example
     is used (a graph is taken whole); when one example cannot run (``BatchNorm1d`` on
     ``(1, C)``), the smallest of 2, 4 and 8 examples that runs. Every other module is in eval
-    mode (:func:`deterministic_batch_statistics`: dropout would change the function between
-    the products the estimate is built from).
+    mode (:func:`~skiplab.diagnostics.batch_statistics`: dropout would change the function
+    between the products the estimate is built from).
 
     ``iters``, ``tol`` and ``res_tol`` are those of :func:`spectral_norm`. Measured: a GPT-2
     block and torch's ``TransformerEncoderLayer`` (width 32, 5 tokens) reach ``res_tol`` in 10
@@ -256,7 +233,7 @@ def block_spectral_norms(
     out: dict[str, Any] = {"blocks": [n for n, _ in blocks], "sigma": [], "iterations": [],
                            "converged": [], "errors": [],
                            "examples": first.batch_size if first.tensors() else 0}  # fmt: skip
-    with deterministic_batch_statistics(model):
+    with batch_statistics(model):
         for i, (_, block) in enumerate(blocks):
             sigma, its, conv, error = float("nan"), 0, False, ""
             try:
@@ -310,7 +287,7 @@ def _block_calls(
 
     sizes = (1, 2, 4, 8) if per_example and ins.batched else (None,)
     first = ins
-    with deterministic_batch_statistics(model), torch.no_grad():
+    with batch_statistics(model), torch.no_grad():
         for n in sizes:
             first = ins.head(n) if n is not None else ins
             captured.clear()

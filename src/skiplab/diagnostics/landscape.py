@@ -18,7 +18,10 @@ the end (one copy of the weights is kept, not of the model); with ``chunk > 1`` 
 batched with ``torch.func.vmap`` over ``torch.func.functional_call``, ``chunk`` points per
 batched forward. On a CPU the vmapped convolutions with per-point weights measured slower than
 the in-place loop (``bench/bench_landscape.py``), hence the default. The model is evaluated in
-eval mode on a fixed batch, without gradients.
+eval mode on a fixed batch of its real inputs (:class:`~skiplab.diagnostics._inputs.Inputs`:
+positional and keyword arguments), without gradients, and scored by a
+:class:`~skiplab.diagnostics._inputs.Task` on the output's primary tensor: class or node labels,
+a language model's next-token loss, or a user's loss function.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ import torch
 from torch import nn
 
 from skiplab import _plot
+from skiplab.diagnostics._inputs import Inputs, Task, infer_task
 from skiplab.diagnostics._probe import eval_mode
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
 Direction = dict[str, torch.Tensor]
 
 
@@ -60,11 +64,7 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
 
 
 def _evaluator(
-    model: nn.Module,
-    loss_fn: LossFn,
-    inputs: tuple[Any, ...],
-    target: torch.Tensor,
-    directions: list[Direction],
+    model: nn.Module, inputs: Inputs, task: Task, directions: list[Direction]
 ) -> Callable[..., torch.Tensor]:
     params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
@@ -74,17 +74,18 @@ def _evaluator(
         shifted = dict(params)
         for n in moving:
             shifted[n] = params[n] + sum(c * d[n] for c, d in zip(coords, directions))
-        out = torch.func.functional_call(model, (shifted, buffers), inputs)
-        return loss_fn(out, target)
+        out = torch.func.functional_call(
+            model, (shifted, buffers), inputs.args, dict(inputs.kwargs)
+        )
+        return task.loss(out, inputs)
 
     return point
 
 
 def _evaluate_inplace(
     model: nn.Module,
-    loss_fn: LossFn,
-    inputs: tuple[Any, ...],
-    target: torch.Tensor,
+    inputs: Inputs,
+    task: Task,
     directions: list[Direction],
     coords: list[torch.Tensor],
 ) -> np.ndarray:
@@ -101,7 +102,7 @@ def _evaluate_inplace(
                 torch._foreach_copy_(moving, saved)
                 for c, d in zip(point, dirs):
                     torch._foreach_add_(moving, d, alpha=c)
-                out.append(loss_fn(model(*inputs), target))
+                out.append(task.loss(inputs(model), inputs).float())
     finally:
         with torch.no_grad():
             torch._foreach_copy_(moving, saved)
@@ -118,6 +119,29 @@ def _evaluate(
         for i in range(0, flat[0].numel(), chunk):
             out.append(batched(*(c[i : i + chunk] for c in flat)))
     return torch.cat(out).reshape(coords[0].shape).cpu().numpy()
+
+
+def _problem(
+    model: nn.Module,
+    inputs: Any,
+    target: Any,
+    task: Task | None,
+    loss_fn: LossFn | None,
+    caller: str,
+) -> tuple[Inputs, Task]:
+    """The inputs and task of a landscape call."""
+    if callable(inputs) and not isinstance(inputs, Inputs | torch.Tensor):
+        raise TypeError(
+            f"{caller}(model, inputs, target): the second argument is the model's inputs, got "
+            f"the callable {getattr(inputs, '__name__', inputs)!r}; pass a loss as loss_fn="
+        )
+    ins = Inputs.of(inputs)
+    if task is None:
+        with eval_mode(model):
+            task = infer_task(model, ins, target=target, loss_fn=loss_fn)
+    elif target is not None or loss_fn is not None:
+        raise TypeError(f"{caller} takes task= or target/loss_fn, not both")
+    return ins, task
 
 
 @dataclass
@@ -145,10 +169,11 @@ class LossPlane:
 
 def loss_line(
     model: nn.Module,
-    loss_fn: LossFn,
-    inputs: tuple[Any, ...],
-    target: torch.Tensor,
+    inputs: Any,
+    target: Any = None,
     *,
+    task: Task | None = None,
+    loss_fn: LossFn | None = None,
     alphas: Any = None,
     direction: Direction | None = None,
     seed: int = 0,
@@ -156,36 +181,57 @@ def loss_line(
 ) -> LossLine:
     """1-D landscape ``L(theta + a d)`` (Li et al. §3, with a filter-normalised ``d``).
 
+    The loss is the task's on the model's real inputs, ``task.loss(model(*args, **kwargs))``
+    (of the output's primary tensor: a ``ModelOutput``'s ``logits``), in eval mode without
+    gradients; the weights are restored bit for bit afterwards.
+
     Args:
+        inputs: anything :meth:`Inputs.of` takes: a tensor, a tuple of positional arguments, a
+            mapping of keyword arguments (GPT-2's ``input_ids``, ``attention_mask``), an
+            :class:`Inputs`.
+        target: integer labels (classification, a graph's node labels); None for a language
+            model's next-token loss.
+        task: the :class:`Task` (default inferred from ``target``, or ``loss_fn``).
+        loss_fn: ``loss_fn(primary(output), target)`` instead of an inferred loss.
         alphas: the step sizes (default 41 points in [-1, 1]).
         direction: a direction per parameter name (default filter-normalised from ``seed``);
             pass ``{n: theta_end[n] - theta[n]}`` for the interpolation between two solutions.
-        chunk: grid points per vmapped forward; 1 moves the weights in place instead.
+        chunk: grid points per vmapped forward (the model must run under ``torch.func.vmap``);
+            1 (default) moves the weights in place instead.
+
+    Raises:
+        ValueError: no loss can be inferred (pass ``target``, ``loss_fn`` or ``task``).
+        TypeError: a callable where the inputs go (a loss belongs in ``loss_fn=``), or both
+            ``task`` and a target or loss.
     """
+    ins, task = _problem(model, inputs, target, task, loss_fn, "loss_line")
     a = torch.as_tensor(
         np.linspace(-1, 1, 41) if alphas is None else np.asarray(alphas), dtype=torch.float32
     )
     d = direction or filter_normalized_direction(model, torch.Generator().manual_seed(seed))
     with eval_mode(model):
         if chunk == 1:
-            loss = _evaluate_inplace(model, loss_fn, inputs, target, [d], [a])
+            loss = _evaluate_inplace(model, ins, task, [d], [a])
         else:
-            loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d]), [a], chunk)
+            loss = _evaluate(_evaluator(model, ins, task, [d]), [a], chunk)
     return LossLine(a.tolist(), loss.tolist())
 
 
 def loss_plane(
     model: nn.Module,
-    loss_fn: LossFn,
-    inputs: tuple[Any, ...],
-    target: torch.Tensor,
+    inputs: Any,
+    target: Any = None,
     *,
+    task: Task | None = None,
+    loss_fn: LossFn | None = None,
     span: float = 1.0,
     steps: int = 21,
     seed: int = 0,
     chunk: int = 1,
 ) -> LossPlane:
     """2-D landscape on a ``steps x steps`` grid over ``[-span, span]^2`` (Li et al. §4).
+
+    Inputs, target, task and loss as in :func:`loss_line`.
 
     Args:
         span: half-width of the grid in units of the filter-normalised directions.
@@ -194,6 +240,7 @@ def loss_plane(
         chunk: grid points per vmapped forward (memory grows with it); 1 (default) moves the
             weights in place, point by point, and restores them.
     """
+    ins, task = _problem(model, inputs, target, task, loss_fn, "loss_plane")
     gen = torch.Generator().manual_seed(seed)
     d1 = filter_normalized_direction(model, gen)
     d2 = filter_normalized_direction(model, gen)
@@ -201,9 +248,9 @@ def loss_plane(
     bb, aa = torch.meshgrid(grid, grid, indexing="ij")  # (steps, steps): row j is ys[j]
     with eval_mode(model):
         if chunk == 1:
-            loss = _evaluate_inplace(model, loss_fn, inputs, target, [d1, d2], [aa, bb])
+            loss = _evaluate_inplace(model, ins, task, [d1, d2], [aa, bb])
         else:
-            loss = _evaluate(_evaluator(model, loss_fn, inputs, target, [d1, d2]), [aa, bb], chunk)
+            loss = _evaluate(_evaluator(model, ins, task, [d1, d2]), [aa, bb], chunk)
     return LossPlane(grid.tolist(), grid.tolist(), loss.tolist())
 
 

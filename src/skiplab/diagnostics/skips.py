@@ -628,7 +628,7 @@ def find_skips(
         model: any ``nn.Module`` (``transformers`` and PyG models included).
         inputs: positional inputs of one forward call.
         kwargs: keyword inputs of that call (``attention_mask=...``, ``decoder_input_ids=...``).
-        mode: ``"batch"`` (training mode, batch-norm on batch statistics, nothing updated: the
+        mode: ``"batch"`` (batch-norm on batch statistics, nothing updated, dropout off: the
             right view at init) or ``"eval"`` (eval mode: a trained model as it is evaluated).
         use_fx: also trace with ``torch.fx`` where it works (its graph feeds path analysis);
             False uses the recorded forward pass alone.
