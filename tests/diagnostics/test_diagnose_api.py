@@ -42,6 +42,7 @@ def test_every_probe_gives_finite_numbers(diagnosed):
     assert d.errors == {}, d.errors
     assert d.skips.as_dict()["counts"]["residual"] == RESIDUALS[name]
     assert d.signal["blocks"] == d.blocks and _finite(d.signal["var"])
+    assert _finite(d.signal["branch_var"]) and set(d.signal["reasons"]) == {""}  # all residual
     assert _finite(d.jacobian["sigma"]) and all(s > 0 for s in d.jacobian["sigma"])
     split = d.gradient_split
     assert len(split["merges"]) == RESIDUALS[name]

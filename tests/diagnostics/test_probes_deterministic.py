@@ -49,3 +49,42 @@ def test_batch_statistics_turns_dropout_off_and_keeps_batch_norm_on_the_batch():
     expected = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)
     torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)  # no dropout zeros or 1/p scale
     assert model.training and model[1].running_mean.abs().sum() == 0  # mode and buffers restored
+
+
+def test_one_tensor_given_twice_stays_one_tensor_when_the_batch_is_cut():
+    """A causal LM's ``labels`` are often its ``input_ids`` object itself; cutting the batch
+    must keep them one tensor, or a recording of the cut batch has one input more than a
+    recording of the whole one (and gradient_split refused the model)."""
+    from skiplab.diagnostics import Inputs
+
+    model, x = _gpt2()
+    ids = x["input_ids"]
+    head = Inputs.of({"input_ids": ids, "labels": ids}).head(2)
+    assert head.kwargs["input_ids"] is head.kwargs["labels"]
+    moved = Inputs.of({"input_ids": ids, "labels": ids}).to("cpu")
+    assert moved.kwargs["input_ids"] is moved.kwargs["labels"]
+    split = gradient_split(model, {"input_ids": ids, "labels": ids})  # next-token, labels unused
+    assert len(split["merges"]) == 4 and all(b > 0 for b in split["branch_grad"])
+
+
+def test_signal_has_every_gpt2_blocks_branch_variance():
+    """The statistics a block's output hook computes must not enter the recording they run
+    in: they shifted every later node, and the second block lost its branch variance."""
+    from skiplab.diagnostics import channel_stats
+
+    model, x = _gpt2()
+    seen = {}
+    hooks = [
+        model.transformer.h[i].mlp.register_forward_hook(
+            lambda _m, _a, out, i=i: seen.__setitem__(i, channel_stats(out.detach(), "BTC")[1])
+        )
+        for i in range(2)
+    ]
+    try:
+        sp = signal_propagation(model, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert sp["reasons"] == ["", ""]
+    # the branch operand of each block's last add is its MLP's output (dropout is off)
+    assert sp["branch_var"] == pytest.approx([seen[0], seen[1]], rel=1e-5)

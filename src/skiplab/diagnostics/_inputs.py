@@ -28,16 +28,26 @@ from skiplab.diagnostics._record import _tensors
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
 
-def _map(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+def _map(obj: Any, fn: Callable[[torch.Tensor], Any], memo: dict[int, Any] | None = None) -> Any:
+    """``obj`` with ``fn`` applied to every tensor in it; a tensor that appears twice (a causal
+    LM's ``labels`` that are its ``input_ids``) is mapped once, so it stays one tensor."""
+    memo = {} if memo is None else memo
     if isinstance(obj, torch.Tensor):
-        return fn(obj)
+        if id(obj) not in memo:
+            memo[id(obj)] = fn(obj)
+        return memo[id(obj)]
     if isinstance(obj, tuple):
-        return tuple(_map(o, fn) for o in obj)
+        return tuple(_map(o, fn, memo) for o in obj)
     if isinstance(obj, list):
-        return [_map(o, fn) for o in obj]
+        return [_map(o, fn, memo) for o in obj]
     if isinstance(obj, Mapping):
-        return {k: _map(v, fn) for k, v in obj.items()}
+        return {k: _map(v, fn, memo) for k, v in obj.items()}
     return obj
+
+
+def _map_inputs(inputs: Inputs, fn: Callable[[torch.Tensor], Any]) -> Inputs:
+    memo: dict[int, Any] = {}
+    return Inputs(_map(inputs.args, fn, memo), _map(dict(inputs.kwargs), fn, memo))
 
 
 @dataclass(frozen=True)
@@ -116,16 +126,14 @@ class Inputs:
         def cut(t: torch.Tensor) -> torch.Tensor:
             return t[start:stop] if t.shape[0] == b and b != 1 else t
 
-        return Inputs(_map(self.args, cut), _map(dict(self.kwargs), cut))
+        return _map_inputs(self, cut)
 
     def head(self, n: int) -> Inputs:
         """The first ``n`` examples, or everything when the inputs are not batched."""
         return self.slice(0, n) if self.batched else self
 
     def to(self, device: torch.device | str) -> Inputs:
-        return Inputs(
-            _map(self.args, lambda t: t.to(device)), _map(dict(self.kwargs), lambda t: t.to(device))
-        )
+        return _map_inputs(self, lambda t: t.to(device))
 
     def floating(self) -> tuple[str | int, torch.Tensor] | None:
         """The first floating-point input (position or keyword, and the tensor): what an

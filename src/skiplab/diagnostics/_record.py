@@ -18,6 +18,7 @@ makes a new node for the same tensor, and the value its old node had is copied f
 from __future__ import annotations
 
 import numbers
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -124,6 +125,24 @@ class Recording:
             self.values[node.index] = value
 
 
+class _Paused(threading.local):
+    depth = 0
+
+
+_PAUSED = _Paused()
+
+
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """Ops run inside the block are not recorded: for a probe's module hooks, whose arithmetic
+    on a block's output would otherwise become nodes of the pass and shift every later index."""
+    _PAUSED.depth += 1
+    try:
+        yield
+    finally:
+        _PAUSED.depth -= 1
+
+
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
     """Tensors in ``obj`` and in its (nested) lists, tuples and dicts."""
     if isinstance(obj, torch.Tensor):
@@ -192,6 +211,8 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,override]  # fmt: skip
         kwargs = kwargs or {}
+        if _PAUSED.depth:  # a probe's own arithmetic inside the pass (a module hook's statistics)
+            return func(*args, **kwargs)
         name = getattr(func, "__name__", "") or str(func)
         ins = list(_tensors((args, kwargs)))
         if _mutates(name, kwargs):

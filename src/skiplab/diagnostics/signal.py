@@ -27,6 +27,7 @@ from skiplab.diagnostics._probe import (
     find_blocks,
     resolve_layout,
 )
+from skiplab.diagnostics._record import unrecorded
 from skiplab.nn import Residual
 
 
@@ -103,7 +104,8 @@ class SignalPropagationProbe(AbstractProbe):
             if self._current is None:
                 return
             out = primary(out)  # a transformer block returns a tuple: its hidden states first
-            stats = channel_stats_tensor(out, self._layout_of(out))
+            with unrecorded():  # inside a recorded pass: statistics are no nodes of the model
+                stats = channel_stats_tensor(out, self._layout_of(out))
             self._current["sq_mean"][i] = stats[0]  # tensors until collect(): no sync per hook
             self._current["var"][i] = stats[1]
 
@@ -113,7 +115,8 @@ class SignalPropagationProbe(AbstractProbe):
         def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
             if self._current is None:
                 return
-            self._current["branch_var"][i] = channel_stats_tensor(out, self._layout_of(out))[1]
+            with unrecorded():
+                self._current["branch_var"][i] = channel_stats_tensor(out, self._layout_of(out))[1]
 
         return hook
 
