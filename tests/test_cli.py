@@ -94,6 +94,11 @@ def test_list_and_version(capsys):
     assert code == 0 and "C01  residual-toy" in out
     code, out, _ = run_cli(["list", "datasets"], capsys)
     assert code == 0 and "mnist1d" in out
+    code, out, _ = run_cli(["list", "probes"], capsys)
+    names = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and names == ["skips", "signal", "gradflow", "jacobian", "paths",
+                                   "landscape", "lesion"]  # fmt: skip
+    assert "landscape  asked for  Loss landscape (a loss, run after --epochs)" in out
 
 
 def test_train_command_stores_a_run(capsys, tmp_path):

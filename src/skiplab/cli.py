@@ -381,9 +381,11 @@ def runs(kind: str | None, claim: str | None, limit: int, as_json: bool, store_p
 
 
 @cli.command(name="list")
-@click.argument("what", type=click.Choice(["models", "claims", "datasets"]), default="claims")
+@click.argument(
+    "what", type=click.Choice(["models", "claims", "datasets", "probes"]), default="claims"
+)
 def list_(what: str) -> None:
-    """List registered models, claims or datasets."""
+    """List registered models, claims, datasets or diagnose's probes."""
     if what == "models":
         from skiplab.models import list_models, model_family
 
@@ -394,6 +396,16 @@ def list_(what: str) -> None:
 
         for cls in catalogue().values():
             click.echo(f"{cls.id}  {cls.slug:<22} {cls.title}")
+    elif what == "probes":
+        from skiplab.diagnostics.probes import registered
+
+        for probe in registered():
+            needs = ", ".join(n for n, on in (("a loss", probe.needs_task),
+                                              ("run after --epochs", probe.trained)) if on)  # fmt: skip
+            kind = "default" if probe.default else "asked for"
+            click.echo(
+                f"{probe.name:<10} {kind:<9}  {probe.title}" + (f" ({needs})" if needs else "")
+            )
     else:
         from skiplab.data import list_datasets
 
