@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab.diagnostics import gradient_split, signal_propagation
+from skiplab.diagnostics.gradflow import merge_names
 from skiplab.integrations import ScalarWriter, skip_scalars
-from skiplab.integrations._common import _merge_names, default_batch_to_inputs, require
+from skiplab.integrations._common import default_batch_to_inputs, require
 from skiplab.models import create_model
 
 
@@ -117,7 +118,7 @@ def test_missing_values_are_left_out_with_their_reason():
 def test_merge_names_fall_back_to_the_owner_and_its_index():
     modules = ["h.0", "h.0", "h.1", "", ""]
     branches = ["h.0.attn", "h.0.mlp", "h.1.mlp", "x", "x"]
-    assert _merge_names(modules, branches) == [
+    assert merge_names(modules, branches) == [
         "h.0.attn",
         "h.0.mlp",
         "h.1",
@@ -125,7 +126,7 @@ def test_merge_names_fall_back_to_the_owner_and_its_index():
         "(root)[1]",
     ]
     # an add owned by h.0.attn itself and one going around it: neither takes the other's name
-    got = _merge_names(["h.0", "h.0", "h.0.attn"], ["h.0.attn", "h.0.mlp", "h.0.attn.q"])
+    got = merge_names(["h.0", "h.0", "h.0.attn"], ["h.0.attn", "h.0.mlp", "h.0.attn.q"])
     assert got == ["h.0[0]", "h.0.mlp", "h.0.attn[0]"]
 
 
@@ -200,3 +201,23 @@ def test_activation_checkpointing_gives_the_same_numbers():
     assert len(plain.scalars) == 2 * 2 * 3 + 2 * 3
     assert checkpointed.scalars == plain.scalars
     assert all(v > 0 for t, v in plain.scalars.items() if t.endswith("/branch"))
+
+
+def test_skip_discovery_keeps_the_values_of_two_examples_only(monkeypatch):
+    """Discovery keeps every recorded value: on the whole batch it would hold all its
+    activations (a callback on a large model); the merges' branch modules come with the split."""
+    import skiplab.diagnostics.skips as skips
+
+    seen = []
+    find = skips.find_skips
+
+    def spy(model, inputs=(), **kwargs):
+        seen.append(next(t.shape[0] for t in [*inputs, *kwargs.get("kwargs", {}).values()]))
+        return find(model, inputs, **kwargs)
+
+    monkeypatch.setattr(skips, "find_skips", spy)
+    torch.manual_seed(0)
+    model, x, y = TwoAdds().eval(), torch.randn(16, 8), torch.randint(0, 3, (16,))
+    got = skip_scalars(model, x, y)
+    assert seen and max(seen) <= 2, seen
+    assert list(got.merges) == ["a", "b"]  # named by the branch modules the split returned

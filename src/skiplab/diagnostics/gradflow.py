@@ -191,7 +191,8 @@ def gradient_split(
         task: the :class:`Task` (inferred from ``target`` when None and no ``loss_fn``).
 
     Returns:
-        ``merges`` (node names), ``modules`` (owners), ``blocks``, ``shortcut_grad`` and
+        ``merges`` (node names), ``modules`` (owners), ``branch_modules`` (the module each
+        branch starts in), ``names`` (:func:`merge_names`), ``blocks``, ``shortcut_grad`` and
         ``branch_grad`` (norms), ``method`` ("forward").
     """
     from skiplab.diagnostics._probe import batch_statistics, merge_block
@@ -211,13 +212,14 @@ def gradient_split(
     out: dict[str, Any] = {
         "merges": [],
         "modules": [],
+        "branch_modules": [],
         "blocks": [],
         "shortcut_grad": [],
         "branch_grad": [],
         "method": "forward",
     }
     if not merges:
-        return out
+        return {**out, "names": []}
     kept: dict[int, torch.Tensor] = {}
     # a tensor a later in-place op writes to (``out += identity`` writes the sum into the
     # branch's output, ``nn.ReLU(inplace=True)`` rectifies the add's output) would no longer be
@@ -265,10 +267,12 @@ def gradient_split(
             assert m.nodes is not None
             out["merges"].append(m.name)
             out["modules"].append(m.module)
+            out["branch_modules"].append(m.branch_module)
             out["blocks"].append(merge_block(model, m))
             short, branch = _shares(m.nodes, kept, g, lost)
             out["shortcut_grad"].append(short)
             out["branch_grad"].append(branch)
+    out["names"] = merge_names(out["modules"], out["branch_modules"])
     return out
 
 
@@ -319,3 +323,27 @@ def _shares(
             shares[i] = total if other is None or total is None else total - other
     norm = {i: 0.0 if v is None else float(v.norm()) for i, v in shares.items()}
     return norm[nodes.shortcut], norm[nodes.branch]
+
+
+def merge_names(modules: list[str], branches: list[str]) -> list[str]:
+    """One name per merge, for tables, plots and logged tags: its owner, or the branch module it
+    goes around where the owner has several merges (GPT-2's ``transformer.h.0.attn`` and
+    ``transformer.h.0.mlp``), or ``<owner>[i]``."""
+    owners = [m or "(root)" for m in modules]
+    count = {o: owners.count(o) for o in owners}
+    names = []
+    for i, (owner, module, branch) in enumerate(zip(owners, modules, branches)):
+        if count[owner] == 1:
+            names.append(owner)
+            continue
+        siblings = [b for o, b in zip(owners, branches) if o == owner]
+        inside = branch and (not module or branch.startswith(module + "."))
+        if inside and siblings.count(branch) == 1:
+            names.append(branch)
+        else:
+            names.append(f"{owner}[{owners[:i].count(owner)}]")
+    # a branch's name can be another add's owner: those two fall back to the indexed form
+    return [
+        f"{o}[{owners[:i].count(o)}]" if names.count(n) > 1 else n
+        for i, (n, o) in enumerate(zip(names, owners))
+    ]

@@ -171,39 +171,6 @@ def _finite(tag: str, value: Any, reason: str, out: SkipScalars) -> None:
         out.missing[tag] = reason or f"not finite ({v})"
 
 
-def _merge_names(modules: list[str], branches: list[str]) -> list[str]:
-    """One name per merge: its owner, or the branch module it goes around where the owner has
-    several merges, or ``<owner>[i]``."""
-    owners = [m or "(root)" for m in modules]
-    count = {o: owners.count(o) for o in owners}
-    names = []
-    for i, (owner, module, branch) in enumerate(zip(owners, modules, branches)):
-        if count[owner] == 1:
-            names.append(owner)
-            continue
-        siblings = [b for o, b in zip(owners, branches) if o == owner]
-        inside = branch and (not module or branch.startswith(module + "."))
-        if inside and siblings.count(branch) == 1:
-            names.append(branch)
-        else:
-            names.append(f"{owner}[{owners[:i].count(owner)}]")
-    # a branch's name can be another add's owner: those two fall back to the indexed form
-    return [
-        f"{o}[{owners[:i].count(o)}]" if names.count(n) > 1 else n
-        for i, (n, o) in enumerate(zip(names, owners))
-    ]
-
-
-def _branch_modules(model: nn.Module, ins: Inputs, merges: list[str]) -> list[str]:
-    from skiplab.diagnostics._probe import batch_statistics
-    from skiplab.diagnostics.skips import find_skips
-
-    with batch_statistics(model):
-        report = find_skips(model, ins.args, kwargs=ins.kwargs, use_fx=False)
-    by_name = {m.name: m.branch_module for m in report.merges}
-    return [by_name.get(m, "") for m in merges]
-
-
 def skip_scalars(
     model: nn.Module,
     inputs: Any,
@@ -267,7 +234,7 @@ def skip_scalars(
                 out.missing[f"{prefix}/gradient_split"] = (
                     "no residual add found in the model's forward pass"
                 )
-            names = _merge_names(split["modules"], _branch_modules(model, ins, split["merges"]))
+            names = split["names"]
             rows = zip(names, split["merges"], split["modules"], split["shortcut_grad"],
                        split["branch_grad"])  # fmt: skip
             for name, node, owner, s, b in rows:

@@ -57,7 +57,7 @@ class GradFlow(Probe):
 
         groups = list(result.get("groups", []))
         merges = list(result.get("merges", []))
-        labels = [m or "(root)" for m in result.get("modules", merges)]
+        labels = result.get("names") or [m or "(root)" for m in result.get("modules", merges)]
         steps = (result.get("training") or {}).get("grad_norm", [])
         fig, axes = _plot.subplots(1, 2, width=5.0, height=3.8)
         ax = axes[0][0]
@@ -99,14 +99,13 @@ class GradFlow(Probe):
             "Left: gradient norm of each block's parameters ((before) and (after): the layers "
             "outside every block)" + (", at init and at the end of training" if steps else "")
             + ". Right: norm of the part of dL/dx that arrives through the shortcut and through "
-            "the branch of each residual merge, labelled by the merge's module.",
+            "the branch of each residual merge, labelled by the module that owns it (by its "
+            "branch's module where one module owns several).",
         )  # fmt: skip
         if steps:
             sec.notes.append(f"Recorded {len(steps)} training step(s) with the probe attached.")
         if merges:
             rows = zip(labels, result["shortcut_grad"], result["branch_grad"])
             sec.tables.append(
-                Table(
-                    "Per merge", ["module", "via shortcut", "via branch"], [list(r) for r in rows]
-                )
+                Table("Per merge", ["merge", "via shortcut", "via branch"], [list(r) for r in rows])
             )
