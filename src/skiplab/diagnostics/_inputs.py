@@ -238,10 +238,15 @@ class Task:
 
     def slice(self, start: int, stop: int, batch: int) -> Task:
         """The task of examples ``start:stop`` of a batch of ``batch``."""
-        target = self.target
-        if isinstance(target, torch.Tensor) and target.dim() > 0 and target.shape[0] == batch:
-            target = target[start:stop]
-        return Task(self.kind, target, self.loss_fn)
+        return Task(self.kind, slice_target(self.target, start, stop, batch), self.loss_fn)
+
+
+def slice_target(target: Any, start: int, stop: int, batch: int) -> Any:
+    """Labels ``start:stop`` of a batch of ``batch`` examples: a tensor with one label per
+    example is cut, anything else (token or node labels, None) is kept whole."""
+    if isinstance(target, torch.Tensor) and target.dim() > 0 and target.shape[0] == batch:
+        return target[start:stop]
+    return target
 
 
 def infer_task(

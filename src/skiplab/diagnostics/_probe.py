@@ -252,7 +252,7 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
     own mode, running buffers, ``track_running_stats``) is restored on exit.
     """
     saved = []
-    modes = _modes(model)
+    modes = modes_of(model)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             saved.append((m, m.track_running_stats, m.running_mean, m.running_var))
@@ -267,25 +267,26 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
             m.track_running_stats = track
             m.running_mean = mean
             m.running_var = var
-        _restore_modes(modes)
+        restore_modes(modes)
 
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """``model.eval()`` for the block, then every module's previous mode again (a submodule
     frozen in eval mode inside a training model stays so)."""
-    modes = _modes(model)
+    modes = modes_of(model)
     model.eval()
     try:
         yield model
     finally:
-        _restore_modes(modes)
+        restore_modes(modes)
 
 
-def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+def modes_of(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Every module's own train/eval flag, for :func:`restore_modes`."""
     return [(m, m.training) for m in model.modules()]
 
 
-def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
     for m, training in modes:
         m.training = training

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from skiplab.diagnostics._inputs import Inputs, LossFn, Task, infer_task
+from skiplab.diagnostics._inputs import Inputs, LossFn, Task, infer_task, slice_target
+from skiplab.diagnostics._probe import modes_of, restore_modes
 
 PREFIX = "skiplab"
 
@@ -110,7 +111,7 @@ def preserved(model: nn.Module, seed: int | None = None) -> Iterator[nn.Module]:
         RuntimeError: a parameter or its ``.grad`` was changed in place in the block (nothing
             this module runs does that; a model whose forward writes its weights would).
     """
-    modes = [(m, m.training) for m in model.modules()]
+    modes = modes_of(model)
     buffers = [(name, b, b.detach().clone()) for name, b in model.named_buffers()]
     params = list(model.named_parameters())
     state = [(p.requires_grad, p._version, p.grad, p.grad._version if p.grad is not None else 0)
@@ -135,8 +136,7 @@ def preserved(model: nn.Module, seed: int | None = None) -> Iterator[nn.Module]:
             import numpy as np
 
             np.random.set_state(np_state)
-        for m, training in modes:
-            m.training = training
+        restore_modes(modes)
         with torch.no_grad():
             for _, b, saved in buffers:
                 if not torch.equal(b, saved):
@@ -217,10 +217,8 @@ def skip_scalars(
         raise ValueError("model_loss=True takes the loss from the model: give no target/loss_fn")
     ins = Inputs.of(inputs)
     if max_examples is not None and ins.batched and ins.batch_size > max_examples:
-        batch = ins.batch_size
+        target = slice_target(target, 0, max_examples, ins.batch_size)
         ins = ins.head(max_examples)
-        if isinstance(target, torch.Tensor) and target.dim() > 0 and target.shape[0] == batch:
-            target = target[:max_examples]
     out = SkipScalars()
     with preserved(model, seed):
         if gradient:
@@ -252,6 +250,45 @@ def skip_scalars(
                 for key in ("sq_mean", "var", "branch_var"):
                     _finite(f"{prefix}/signal/{block}/{key}", sig[key][i], sig["reasons"][i], out)
     return out
+
+
+class Measuring:
+    """What both callbacks keep and do: their settings (validated once) and the one
+    :func:`skip_scalars` call that measures with them."""
+
+    def _configure(
+        self,
+        every_n_steps: int,
+        loss_fn: LossFn | None,
+        max_examples: int | None,
+        gradient: bool,
+        signal: bool,
+        prefix: str,
+    ) -> None:
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self.loss_fn = loss_fn
+        self.max_examples = max_examples
+        self.gradient = gradient
+        self.signal = signal
+        self.prefix = prefix
+        self.last: SkipScalars | None = None
+
+    def _skip_scalars(
+        self, model: nn.Module, inputs: Any, target: Any, model_loss: bool
+    ) -> SkipScalars:
+        return skip_scalars(
+            model,
+            inputs,
+            target,
+            self.loss_fn,
+            model_loss=model_loss,
+            max_examples=self.max_examples,
+            gradient=self.gradient,
+            signal=self.signal,
+            prefix=self.prefix,
+        )
 
 
 class ScalarWriter:

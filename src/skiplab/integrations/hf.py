@@ -37,7 +37,7 @@ from typing import Any
 from torch import nn
 
 from skiplab.diagnostics._inputs import Inputs
-from skiplab.integrations._common import PREFIX, ScalarWriter, SkipScalars, require, skip_scalars
+from skiplab.integrations._common import PREFIX, Measuring, ScalarWriter, SkipScalars, require
 
 require("transformers", "hf")
 require("accelerate", "hf")
@@ -57,7 +57,7 @@ def log_dir_of(args: Any) -> str:
     return os.path.join(args.output_dir or ".", "runs")
 
 
-class SkipDiagnosticsCallback(TrainerCallback):
+class SkipDiagnosticsCallback(Measuring, TrainerCallback):
     """Gradient split and signal statistics of the model's skips, every ``every_n_steps``.
 
     Args:
@@ -85,16 +85,8 @@ class SkipDiagnosticsCallback(TrainerCallback):
         signal: bool = True,
         prefix: str = PREFIX,
     ) -> None:
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
-        self.every_n_steps = every_n_steps
-        self.loss_fn = loss_fn
+        self._configure(every_n_steps, loss_fn, max_examples, gradient, signal, prefix)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self.max_examples = max_examples
-        self.gradient = gradient
-        self.signal = signal
-        self.prefix = prefix
-        self.last: SkipScalars | None = None
         self._given = writer
         self._own: Any = None
         self._writer: ScalarWriter | None = None
@@ -153,17 +145,7 @@ class SkipDiagnosticsCallback(TrainerCallback):
         model_loss = self.loss_fn is None and kw.get("labels") is not None
         self._measuring = True
         try:
-            return skip_scalars(
-                self._model,
-                Inputs(pos, kw),
-                target,
-                self.loss_fn,
-                model_loss=model_loss,
-                max_examples=self.max_examples,
-                gradient=self.gradient,
-                signal=self.signal,
-                prefix=self.prefix,
-            )
+            return self._skip_scalars(self._model, Inputs(pos, kw), target, model_loss)
         finally:
             self._measuring = False
 

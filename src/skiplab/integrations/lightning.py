@@ -31,11 +31,11 @@ from torch import nn
 
 from skiplab.integrations._common import (
     PREFIX,
+    Measuring,
     ScalarWriter,
     SkipScalars,
     default_batch_to_inputs,
     require,
-    skip_scalars,
     takes_labels,
 )
 
@@ -45,7 +45,7 @@ import lightning.pytorch as pl  # noqa: E402
 from lightning.fabric.loggers import TensorBoardLogger  # noqa: E402
 
 
-class SkipDiagnostics(pl.Callback):
+class SkipDiagnostics(Measuring, pl.Callback):
     """Gradient split and signal statistics of the model's skips, every ``every_n_steps``.
 
     Args:
@@ -89,17 +89,9 @@ class SkipDiagnostics(pl.Callback):
         prefix: str = PREFIX,
     ) -> None:
         super().__init__()
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
-        self.every_n_steps = every_n_steps
-        self.loss_fn = loss_fn
+        self._configure(every_n_steps, loss_fn, max_examples, gradient, signal, prefix)
         self.batch_to_inputs = batch_to_inputs
         self.module = module
-        self.max_examples = max_examples
-        self.gradient = gradient
-        self.signal = signal
-        self.prefix = prefix
-        self.last: SkipScalars | None = None
         self._last_step = -1
         self._writer: ScalarWriter | None = None
         self._own: Any = None
@@ -158,17 +150,7 @@ class SkipDiagnostics(pl.Callback):
             inputs, target, model_loss = default_batch_to_inputs(
                 batch, takes_labels=self.loss_fn is None and takes_labels(model)
             )
-        return skip_scalars(
-            model,
-            inputs,
-            target,
-            self.loss_fn,
-            model_loss=model_loss,
-            max_examples=self.max_examples,
-            gradient=self.gradient,
-            signal=self.signal,
-            prefix=self.prefix,
-        )
+        return self._skip_scalars(model, inputs, target, model_loss)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = -1  # a new fit may count its steps from 0 again
