@@ -46,6 +46,16 @@ class Context:
     eval_inputs: Inputs
     eval_task: Task | None
 
+    def head(self, n: int) -> tuple[Inputs, Task]:
+        """The batch's first ``n`` examples and their task (a graph, not batched: whole), for
+        probes whose autograd graphs make the whole batch too costly."""
+        if self.task is None:
+            raise ValueError("no loss to measure with: pass target= or loss_fn=")
+        ins = self.inputs
+        if not ins.batched or ins.batch_size <= n:
+            return ins, self.task
+        return ins.head(n), self.task.slice(0, n, ins.batch_size)
+
 
 @dataclass
 class Section:

@@ -31,10 +31,7 @@ class GradFlow(Probe):
     )
 
     def measure(self, ctx: Context) -> dict[str, Any]:
-        assert ctx.task is not None
-        ins, task = ctx.inputs, ctx.task
-        if ins.batched and ins.batch_size > EXAMPLES:
-            ins, task = ins.head(EXAMPLES), task.slice(0, EXAMPLES, ins.batch_size)
+        ins, task = ctx.head(EXAMPLES)
         result = gradient_split(ctx.model, ins, task=task)
         probe = GradientFlowProbe(split=False, blocks=ctx.blocks)
         with batch_statistics(ctx.model), probe.attached(ctx.model):

@@ -41,9 +41,7 @@ class Paths(Probe):
         elif ctx.task is None:
             out["notes"].append("No loss to differentiate, so no gradient contribution by length.")
         else:
-            ins, task = ctx.inputs, ctx.task
-            if ins.batched and ins.batch_size > EXAMPLES:
-                ins, task = ins.head(EXAMPLES), task.slice(0, EXAMPLES, ins.batch_size)
+            ins, task = ctx.head(EXAMPLES)
             try:
                 out["gradient"] = path_gradient_contribution(ctx.model, ins, task=task, samples=3)
             except ValueError as err:  # merges that do not form a chain (GCNII's x0 residual)
