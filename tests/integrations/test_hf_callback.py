@@ -23,7 +23,7 @@ pytest.importorskip("accelerate", reason="accelerate is not installed: pip insta
 pytest.importorskip("tensorboard")
 
 import transformers
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tb_events import read_events
 
 from skiplab.diagnostics import Inputs, gradient_split, infer_task
 from skiplab.integrations.hf import SkipDiagnosticsCallback
@@ -84,14 +84,6 @@ def _train(out, callbacks):
     return model, trainer, seen
 
 
-def _events(folder):
-    dirs = {f.parent for f in folder.rglob("events.out.tfevents.*")}
-    assert len(dirs) == 1, f"event files under {folder}: {dirs}"
-    acc = EventAccumulator(str(dirs.pop()), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     callback = SkipDiagnosticsCallback(every_n_steps=K)
@@ -104,7 +96,7 @@ def runs(tmp_path_factory):
 def test_logged_steps_are_exactly_the_multiples_of_k(runs):
     _, trainer, _, _, _, folder = runs
     assert trainer.state.global_step == STEPS
-    acc = _events(folder / "runs" / "skiplab")
+    acc = read_events(folder / "runs" / "skiplab")
     tags = [t for t in acc.Tags()["scalars"] if t.startswith("skiplab/")]
     assert len(tags) == LAYERS * 2 * 3 + LAYERS * 3  # 2 adds per layer, 3 signal values per layer
     for tag in tags:
@@ -114,7 +106,7 @@ def test_logged_steps_are_exactly_the_multiples_of_k(runs):
 
 def test_tags_name_gpt2s_modules(runs):
     model, _, _, _, _, folder = runs
-    tags = set(_events(folder).Tags()["scalars"])
+    tags = set(read_events(folder).Tags()["scalars"])
     names = dict(model.named_modules())
     for i in range(LAYERS):
         for branch in ("attn", "mlp"):
@@ -126,7 +118,7 @@ def test_tags_name_gpt2s_modules(runs):
 
 def test_the_last_values_are_gradient_split_with_the_next_token_loss(runs):
     model, _, seen, _, callback, folder = runs
-    acc = _events(folder)
+    acc = read_events(folder)
     assert len(seen) == STEPS
     ids = seen[-1]  # step 6's batch; the weights are those after it
     assert ids.shape == (BATCH, T)

@@ -23,7 +23,7 @@ pytest.importorskip("tensorboard")
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tb_events import read_events
 from torch.utils.data import DataLoader, TensorDataset
 
 from skiplab.diagnostics import gradient_split, signal_propagation
@@ -79,14 +79,6 @@ def _fit(tmp_path, callbacks, logger=True, **trainer_args):
     return module, trainer
 
 
-def _events(folder):
-    dirs = {f.parent for f in folder.rglob("events.out.tfevents.*")}
-    assert len(dirs) == 1, f"event files under {folder}: {dirs}"
-    acc = EventAccumulator(str(dirs.pop()), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     callback = SkipDiagnostics(every_n_steps=K)
@@ -98,7 +90,7 @@ def runs(tmp_path_factory):
 
 def test_logged_steps_are_exactly_the_multiples_of_k(runs):
     _, trainer, _, _, folder = runs
-    acc = _events(folder)
+    acc = read_events(folder)
     tags = [t for t in acc.Tags()["scalars"] if t.startswith("skiplab/")]
     assert len(tags) == BLOCKS * 3 + BLOCKS * 3  # 3 split values per add, 3 signal per block
     assert trainer.global_step == STEPS
@@ -109,7 +101,7 @@ def test_logged_steps_are_exactly_the_multiples_of_k(runs):
 
 def test_tags_name_the_real_modules(runs):
     module, _, _, _, folder = runs
-    tags = set(_events(folder).Tags()["scalars"])
+    tags = set(read_events(folder).Tags()["scalars"])
     names = dict(module.named_modules())
     for i in range(BLOCKS):
         block = f"net.blocks.{i}"
@@ -124,7 +116,7 @@ def test_tags_name_the_real_modules(runs):
 
 def test_the_last_values_are_gradient_split_and_signal_on_the_final_weights(runs):
     module, _, _, callback, folder = runs
-    acc = _events(folder)
+    acc = read_events(folder)
     x, y = module.last_batch  # the batch of step 6; the weights are those after it
     split = gradient_split(module.net, x, y)
     sig = signal_propagation(module.net, x)
@@ -156,10 +148,10 @@ def test_training_with_the_callback_is_bitwise_training_without_it(runs):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_without_a_tensorboard_logger_it_writes_its_own_events(tmp_path):
+def test_without_a_tensorboard_logger_it_writes_its_ownread_events(tmp_path):
     callback = SkipDiagnostics(every_n_steps=3, module="net", signal=False)
     _fit(tmp_path, [callback], logger=False)
-    acc = _events(tmp_path / "skiplab")
+    acc = read_events(tmp_path / "skiplab")
     tags = [t for t in acc.Tags()["scalars"] if t.startswith("skiplab/")]
     # module="net": the ResNet itself is measured, so its names have no "net." prefix
     assert "skiplab/gradient_split/blocks.8/branch" in tags and len(tags) == BLOCKS * 3
@@ -174,7 +166,7 @@ def test_under_gradient_accumulation_each_step_is_measured_once_on_its_last_batc
     callback = SkipDiagnostics(every_n_steps=1, gradient=False)
     module, trainer = _fit(tmp_path, [callback], max_steps=3, accumulate_grad_batches=2)
     assert trainer.global_step == 3
-    acc = _events(tmp_path)
+    acc = read_events(tmp_path)
     tag = "skiplab/signal/net.blocks.4/var"
     assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3]
     x, _ = module.last_batch  # the 6th micro-batch made step 3
@@ -232,7 +224,7 @@ def test_a_dict_batch_with_labels_is_measured_with_the_models_own_loss(tmp_path)
         enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(module, loader)
-    acc = _events(tmp_path)
+    acc = read_events(tmp_path)
     tag = "skiplab/gradient_split/transformer.h.1.mlp/shortcut"
     assert [e.step for e in acc.Scalars(tag)] == [2, 4]
     # GPT-2's loss on labels == input_ids is the next-token loss inferred from the ids alone
